@@ -1,0 +1,5 @@
+//! Thin adapters between the pure core and the outside world.
+
+pub mod logging;
+pub mod redis_bridge;
+pub mod udp;

@@ -1,0 +1,8 @@
+//! The one integration-test binary (hickory-dns style).
+//!
+//! Everything that uses sockets runs inside private network namespaces
+//! created by `scripts/lab.sh` (see `lab.rs`), never in the root namespace.
+
+mod lab;
+mod redis_bridge;
+mod slips_checks;
