@@ -1,1 +1,238 @@
-//! TODO
+//! The persisted peer list: which peers we know, where they were last
+//! seen, and their reliability state, so a restart (or days offline) does
+//! not forget them.
+//!
+//! The file is JSON, written atomically: a temporary file in the same
+//! directory, `fsync`, then `rename` over the old one, then `fsync` of the
+//! directory. A crash at any point leaves either the old or the new list.
+//! A file that cannot be parsed is moved aside (never deleted) and pigeon
+//! starts with an empty list.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// Format version of the file.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Everything in the peer list file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerFile {
+    /// [`FORMAT_VERSION`].
+    pub version: u32,
+    /// When it was written, Unix seconds.
+    pub saved_at: u64,
+    /// The peers.
+    pub peers: Vec<StoredPeer>,
+}
+
+/// One remembered peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredPeer {
+    /// libp2p peer id (`12D3KooW…`), derived from `public_key`.
+    pub peer_id: String,
+    /// Ed25519 public key, standard base64: the peer's identity.
+    pub public_key: String,
+    /// Last announced unicast address.
+    pub ip: Option<Ipv4Addr>,
+    /// Last announced unicast port.
+    pub port: Option<u16>,
+    /// First verified datagram, Unix seconds.
+    pub first_seen: u64,
+    /// Last verified datagram, Unix seconds.
+    pub last_seen: u64,
+    /// Reliability accumulator (see `docs/PROTOCOL.md`, reliability).
+    pub reliability: StoredReliability,
+    /// Last reliability told to Slips, if any.
+    pub reported_reliability: Option<f64>,
+}
+
+/// Decayed sums of weighted observations, as of `at_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StoredReliability {
+    /// Σ weight × value.
+    pub sum: f64,
+    /// Σ weight.
+    pub weight: f64,
+    /// Time of the sums, Unix milliseconds.
+    pub at_ms: u64,
+}
+
+/// Why the peer list could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerstoreError {
+    /// Reading, writing or renaming failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Serialising failed (should not happen).
+    #[error("{path}: cannot encode peer list: {source}")]
+    Encode {
+        /// The file concerned.
+        path: PathBuf,
+        /// The encoder's error.
+        source: serde_json::Error,
+    },
+}
+
+/// What loading found.
+#[derive(Debug)]
+pub enum Loaded {
+    /// No file yet.
+    Missing,
+    /// The list.
+    Peers(PeerFile),
+    /// The file was unreadable or corrupt; it was moved to `moved_to` and
+    /// the list starts empty.
+    Corrupt {
+        /// Where the bad file now is.
+        moved_to: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+/// Loads the peer list; a corrupt file is moved aside, never deleted.
+pub fn load(path: &Path) -> Result<Loaded, PeerstoreError> {
+    match load_read_only(path)? {
+        Loaded::Corrupt { reason, .. } => {
+            let moved_to = aside_name(path);
+            std::fs::rename(path, &moved_to).map_err(|source| PeerstoreError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+            Ok(Loaded::Corrupt { moved_to, reason })
+        }
+        other => Ok(other),
+    }
+}
+
+/// Loads the peer list without touching the file (for inspection); a
+/// corrupt file is reported with `moved_to` equal to its own path.
+pub fn load_read_only(path: &Path) -> Result<Loaded, PeerstoreError> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Missing),
+        Err(source) => {
+            return Err(PeerstoreError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let reason = match serde_json::from_slice::<PeerFile>(&text) {
+        Ok(f) if f.version == FORMAT_VERSION => return Ok(Loaded::Peers(f)),
+        Ok(f) => format!("unsupported format version {}", f.version),
+        Err(e) => e.to_string(),
+    };
+    Ok(Loaded::Corrupt {
+        moved_to: path.to_owned(),
+        reason,
+    })
+}
+
+fn aside_name(path: &Path) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let base = path.as_os_str().to_string_lossy();
+    let mut candidate = PathBuf::from(format!("{base}.corrupt-{secs}"));
+    let mut n = 1;
+    while candidate.exists() {
+        candidate = PathBuf::from(format!("{base}.corrupt-{secs}-{n}"));
+        n += 1;
+    }
+    candidate
+}
+
+/// Writes the peer list atomically (temp file, fsync, rename, dir fsync).
+pub fn save(path: &Path, file: &PeerFile) -> Result<(), PeerstoreError> {
+    let io_err = |source| PeerstoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let bytes = serde_json::to_vec_pretty(file).map_err(|source| PeerstoreError::Encode {
+        path: path.to_owned(),
+        source,
+    })?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".peers-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(io_err)?;
+    tmp.write_all(&bytes).map_err(io_err)?;
+    tmp.as_file().sync_all().map_err(io_err)?;
+    tmp.persist(path).map_err(|e| io_err(e.error))?;
+    if let Ok(d) = std::fs::File::open(&dir) {
+        // Makes the rename itself durable; best effort on odd filesystems.
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PeerFile {
+        PeerFile {
+            version: FORMAT_VERSION,
+            saved_at: 1_700_000_000,
+            peers: vec![StoredPeer {
+                peer_id: "12D3KooWtest".into(),
+                public_key: "AAAA".into(),
+                ip: Some(Ipv4Addr::new(10, 77, 0, 2)),
+                port: Some(4001),
+                first_seen: 1,
+                last_seen: 2,
+                reliability: StoredReliability {
+                    sum: 3.0,
+                    weight: 4.0,
+                    at_ms: 5,
+                },
+                reported_reliability: Some(0.75),
+            }],
+        }
+    }
+
+    #[test]
+    fn save_then_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("peers.json");
+        assert!(matches!(load(&p).unwrap(), Loaded::Missing));
+        save(&p, &sample()).unwrap();
+        match load(&p).unwrap() {
+            Loaded::Peers(f) => assert_eq!(f, sample()),
+            other => panic!("{other:?}"),
+        }
+        // No temporary files left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn corrupt_file_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("peers.json");
+        std::fs::write(&p, b"{not json").unwrap();
+        match load(&p).unwrap() {
+            Loaded::Corrupt { moved_to, .. } => {
+                assert_eq!(std::fs::read(&moved_to).unwrap(), b"{not json");
+                assert!(!p.exists());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

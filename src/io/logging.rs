@@ -1,1 +1,276 @@
-//! TODO
+//! Logging: stdout and daily-rotated files.
+//!
+//! Two outputs with the same filter:
+//!
+//! * stdout, without colours: Slips redirects the pigeon's stdout into its
+//!   own `p2p.log` (or `/dev/null`), exactly as with the Go Pigeon;
+//! * `<log.dir>/p2p.log.YYYY-MM-DD` (UTC dates, tracing-appender's daily
+//!   rotation), `log.keep_days` past days kept, and a `p2p.log` symlink to
+//!   today's file. Written by a background thread that never drops lines
+//!   (`lossy(false)`): these are security logs, a slow disk slows logging
+//!   rather than losing evidence.
+//!
+//! The filter is `log.level`, or `RUST_LOG` when set.
+
+use crate::config::LogConfig;
+use std::path::{Path, PathBuf};
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Prefix of the log files: `p2p.log.2026-11-22`; also the symlink name.
+const PREFIX: &str = "p2p.log";
+
+/// Keeps the file writer alive. Hold it until the end of `main`: dropping
+/// it flushes the lines still queued and stops the writer thread; lines
+/// logged afterwards reach stdout only.
+#[must_use = "dropping the guard stops file logging"]
+pub struct LogGuard {
+    _worker: WorkerGuard,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogGuard")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogGuard {
+    /// The absolute log directory, for a start-up log line.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Logging could not be set up. pigeon should report it on stderr and
+/// exit: running without its security log is not acceptable.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    /// The log directory cannot be created.
+    #[error("log directory {}: cannot create: {source}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log file cannot be opened (e.g. the directory is not writable).
+    #[error("log directory {}: {source}", path.display())]
+    File {
+        /// The directory.
+        path: PathBuf,
+        /// tracing-appender's error (says what it was doing).
+        #[source]
+        source: tracing_appender::rolling::InitError,
+    },
+    /// `log.level` or `RUST_LOG` is not a valid filter.
+    #[error("{origin}: not a valid tracing filter \"{value}\": {reason}")]
+    Filter {
+        /// `log.level` or `RUST_LOG`.
+        origin: &'static str,
+        /// The filter text.
+        value: String,
+        /// The parser's message.
+        reason: String,
+    },
+    /// A global subscriber is already installed (a second `init` in the
+    /// same process, e.g. in tests).
+    #[error("logging is already initialised in this process")]
+    AlreadyInitialized,
+}
+
+/// Sets up logging as described in the module doc. `base_dir` resolves a
+/// relative `cfg.dir` (normally the working directory).
+pub fn init(cfg: &LogConfig, base_dir: &Path) -> Result<LogGuard, LoggingError> {
+    let filter = make_filter(cfg)?;
+
+    let dir = if cfg.dir.is_absolute() {
+        cfg.dir.clone()
+    } else {
+        base_dir.join(&cfg.dir)
+    };
+    // Create it first: tracing-appender prunes before creating the file and
+    // complains on stderr about a missing directory.
+    std::fs::create_dir_all(&dir).map_err(|source| LoggingError::CreateDir {
+        path: dir.clone(),
+        source,
+    })?;
+    // The symlink target is `dir/<file>`: relative, it would resolve from
+    // inside `dir` and dangle.
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+
+    let mut warnings: Vec<String> = Vec::new();
+    let keep = cfg.keep_days.saturating_add(1);
+    let builder = || {
+        RollingFileAppender::builder()
+            .rotation(Rotation::DAILY)
+            .filename_prefix(PREFIX)
+            .max_log_files(keep)
+    };
+    // tracing-appender replaces an existing `p2p.log` with the symlink by
+    // deleting it: only do that to a symlink of ours, never to a real file.
+    let link = dir.join(PREFIX);
+    let link_ok = match std::fs::symlink_metadata(&link) {
+        Ok(m) => m.file_type().is_symlink(),
+        Err(_) => true,
+    };
+    let appender = if link_ok {
+        match builder().latest_symlink(PREFIX).build(&dir) {
+            Ok(a) => a,
+            Err(e) => {
+                // E.g. a filesystem without symlinks: log without it.
+                warnings.push(format!("no {PREFIX} symlink to today's log: {e}"));
+                builder().build(&dir).map_err(|source| LoggingError::File {
+                    path: dir.clone(),
+                    source,
+                })?
+            }
+        }
+    } else {
+        warnings.push(format!(
+            "{} exists and is not a symlink: left alone, no link to today's log \
+             (it may also be pruned as an old log: use a log directory of its own)",
+            link.display()
+        ));
+        builder().build(&dir).map_err(|source| LoggingError::File {
+            path: dir.clone(),
+            source,
+        })?
+    };
+
+    let (file_writer, worker) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("pigeon-log")
+        .finish(appender);
+
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(std::io::stdout),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(file_writer),
+        )
+        .try_init()
+        .map_err(|_| LoggingError::AlreadyInitialized)?;
+
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(LogGuard {
+        _worker: worker,
+        dir,
+    })
+}
+
+/// `RUST_LOG` if set and not empty, else `log.level`.
+fn make_filter(cfg: &LogConfig) -> Result<EnvFilter, LoggingError> {
+    let (origin, value) = match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(v) if !v.trim().is_empty() => ("RUST_LOG", v),
+        _ => ("log.level", cfg.level.clone()),
+    };
+    EnvFilter::builder()
+        .parse(&value)
+        .map_err(|e| LoggingError::Filter {
+            origin,
+            value,
+            reason: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// Today's UTC date as `YYYY-MM-DD` (civil-from-days, H. Hinnant).
+    fn today_utc() -> String {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let z = secs.div_euclid(86_400) + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!("{y:04}-{m:02}-{d:02}")
+    }
+
+    #[test]
+    fn writes_dated_file_and_symlink() {
+        let base = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            dir: "logs".into(),
+            keep_days: 1,
+            level: "info".into(),
+        };
+        let guard = match init(&cfg, base.path()) {
+            Ok(g) => g,
+            // Another test of this process installed a subscriber first.
+            Err(LoggingError::AlreadyInitialized) => return,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(guard.dir().is_absolute());
+        tracing::info!("logging test line 8c1f");
+        drop(guard);
+        let dir = base.path().join("logs");
+        let file = dir.join(format!("p2p.log.{}", today_utc()));
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("logging test line 8c1f"), "{text}");
+        let link = dir.join("p2p.log");
+        assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), text);
+    }
+
+    #[test]
+    fn unwritable_dir_is_an_error() {
+        let base = tempfile::tempdir().unwrap();
+        let not_a_dir = base.path().join("file");
+        std::fs::write(&not_a_dir, b"x").unwrap();
+        let cfg = LogConfig {
+            dir: "logs".into(),
+            ..LogConfig::default()
+        };
+        let e = init(&cfg, &not_a_dir).unwrap_err();
+        assert!(matches!(e, LoggingError::CreateDir { .. }), "{e:?}");
+        assert!(e.to_string().contains("cannot create"));
+    }
+
+    #[test]
+    fn bad_level_is_an_error() {
+        if std::env::var_os("RUST_LOG").is_some() {
+            return;
+        }
+        let base = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            level: "info,[[[".into(),
+            ..LogConfig::default()
+        };
+        let e = init(&cfg, base.path()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LoggingError::Filter {
+                    origin: "log.level",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+}

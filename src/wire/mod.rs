@@ -1,1 +1,463 @@
-//! TODO
+//! The datagram format: one signed JSON envelope per UDP datagram.
+//!
+//! ```text
+//! datagram  = "{\"m\":" M ",\"sig\":\"" SIG "\"}"
+//! M         = JSON object {"v","net","pk","inst","seq","ts","kind","body"}
+//! SIG       = standard base64 (88 chars) of Ed25519(sign_key,
+//!               DOMAIN || net || 0x00 || M)
+//! ```
+//!
+//! The signature covers the exact bytes of `M` as sent: nothing is ever
+//! re-serialised to verify. Because the suffix after `M` has a fixed length,
+//! a receiver finds `M` by slicing, without a JSON parser that reports
+//! spans. `docs/PROTOCOL.md` is the normative description.
+//!
+//! Untrusted bytes become an [`Unverified`] envelope (header parsed, body
+//! still raw); only [`Unverified::verify`] turns it into a [`Verified`] one.
+
+pub mod replay;
+
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::net::Ipv4Addr;
+
+/// Protocol version carried in every envelope (`v`).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest datagram sent or accepted, in bytes. Fits any LAN MTU with room
+/// to spare (QUIC's initial size); larger datagrams are dropped unread.
+pub const MAX_DATAGRAM: usize = 1200;
+
+/// Domain-separation prefix of every signed message, so a pigeon signature
+/// can never be replayed as a signature of any other protocol.
+pub const SIGN_DOMAIN: &[u8] = b"pigeon-datagram/1\0";
+
+const PREFIX: &[u8] = b"{\"m\":";
+const SIG_OPEN: &[u8] = b",\"sig\":\"";
+const SIG_CLOSE: &[u8] = b"\"}";
+const SIG_B64_LEN: usize = 88;
+const SUFFIX_LEN: usize = SIG_OPEN.len() + SIG_B64_LEN + SIG_CLOSE.len();
+
+/// Largest JSON-safe integer: `inst`, `seq`, `ts` and message ids stay below
+/// it so implementations with IEEE doubles read them exactly.
+pub const MAX_SAFE_INT: u64 = (1 << 53) - 1;
+
+/// Why a datagram was rejected before or during verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum WireError {
+    /// Longer than [`MAX_DATAGRAM`].
+    #[error("datagram larger than {MAX_DATAGRAM} bytes")]
+    Oversized,
+    /// Not of the form `{"m":…,"sig":"…"}`.
+    #[error("not a pigeon envelope")]
+    BadFraming,
+    /// `M` is not the expected JSON object.
+    #[error("malformed envelope header")]
+    BadHeader,
+    /// Unknown protocol version.
+    #[error("unsupported protocol version")]
+    BadVersion,
+    /// Another network name (`-rendezvous`).
+    #[error("datagram of another network")]
+    WrongNetwork,
+    /// The public key is not a valid, strong Ed25519 key.
+    #[error("invalid or weak public key")]
+    BadKey,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+}
+
+/// What a datagram is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// "I am here, reach me at ip:port" (multicast, periodic).
+    Announce,
+    /// "I am leaving" (multicast, at shutdown).
+    Goodbye,
+    /// A Slips message, to everyone (multicast) or to one peer (unicast).
+    Data,
+    /// Receipt of a directed `data` message.
+    Ack,
+    /// "My recent broadcasts are ids floor..=last" (multicast, after
+    /// broadcasts), so receivers notice what they missed.
+    Digest,
+    /// "Please resend these broadcasts to me" (unicast to their sender).
+    Nack,
+}
+
+/// Body of an `announce`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnounceBody {
+    /// Unicast address of the sender: where directed messages go.
+    pub ip: Ipv4Addr,
+    /// Unicast port of the sender.
+    pub port: u16,
+    /// The sender's mean announce interval, so receivers know when it is
+    /// overdue whatever their own configuration.
+    pub interval_ms: u64,
+    /// Id of the sender's latest broadcast (0 = none yet): a receiver that
+    /// meets this instance here asks for repair of later broadcasts only.
+    #[serde(default)]
+    pub last_bcast: u64,
+}
+
+/// Body of a `data` message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataBody {
+    /// Message id, unique per sender instance; retransmissions keep it, so
+    /// receivers deliver each message once.
+    pub id: u64,
+    /// Recipient peer id for directed messages; absent for broadcasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Slips' base64 payload, verbatim.
+    pub payload: String,
+}
+
+/// Body of an `ack`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckBody {
+    /// Id of the acknowledged `data` message.
+    pub id: u64,
+    /// Peer id of the acknowledged message's sender.
+    pub to: String,
+}
+
+/// Body of a `digest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestBody {
+    /// Oldest broadcast id the sender can still resend.
+    pub floor: u64,
+    /// Latest broadcast id sent.
+    pub last: u64,
+}
+
+/// Body of a `nack`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NackBody {
+    /// Peer id of the broadcasts' sender.
+    pub to: String,
+    /// Missing broadcast ids (at most [`MAX_NACK_IDS`]).
+    pub ids: Vec<u64>,
+}
+
+/// Most ids in one `nack`.
+pub const MAX_NACK_IDS: usize = 32;
+
+/// Body of a `goodbye`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GoodbyeBody {}
+
+#[derive(Serialize)]
+struct HeaderOut<'a, B: Serialize> {
+    v: u32,
+    net: &'a str,
+    pk: &'a str,
+    inst: u64,
+    seq: u64,
+    ts: u64,
+    kind: Kind,
+    body: &'a B,
+}
+
+#[derive(Deserialize)]
+struct HeaderIn<'a> {
+    v: u32,
+    #[serde(borrow)]
+    net: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pk: std::borrow::Cow<'a, str>,
+    inst: u64,
+    seq: u64,
+    ts: u64,
+    kind: Kind,
+    #[serde(borrow)]
+    body: &'a RawValue,
+}
+
+/// Fields of an envelope that identify and order it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Random per process start: a new instance resets the replay window.
+    pub instance: u64,
+    /// Per-instance datagram counter, starting at 1.
+    pub seq: u64,
+    /// Sender's clock, Unix milliseconds.
+    pub ts_ms: u64,
+}
+
+/// Signs and frames one datagram.
+///
+/// Returns `None` if the result would exceed [`MAX_DATAGRAM`].
+pub fn seal<B: Serialize>(
+    key: &SigningKey,
+    network: &str,
+    stamp: Stamp,
+    kind: Kind,
+    body: &B,
+) -> Option<Vec<u8>> {
+    let pk = BASE64_STANDARD.encode(key.verifying_key().as_bytes());
+    let header = HeaderOut {
+        v: PROTOCOL_VERSION,
+        net: network,
+        pk: &pk,
+        inst: stamp.instance,
+        seq: stamp.seq,
+        ts: stamp.ts_ms,
+        kind,
+        body,
+    };
+    let m = serde_json::to_vec(&header).ok()?;
+    if PREFIX.len() + m.len() + SUFFIX_LEN > MAX_DATAGRAM {
+        return None;
+    }
+    let sig = key.sign(&signed_bytes(network, &m));
+    let mut out = Vec::with_capacity(PREFIX.len() + m.len() + SUFFIX_LEN);
+    out.extend_from_slice(PREFIX);
+    out.extend_from_slice(&m);
+    out.extend_from_slice(SIG_OPEN);
+    out.extend_from_slice(BASE64_STANDARD.encode(sig.to_bytes()).as_bytes());
+    out.extend_from_slice(SIG_CLOSE);
+    Some(out)
+}
+
+fn signed_bytes(network: &str, m: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(SIGN_DOMAIN.len() + network.len() + 1 + m.len());
+    v.extend_from_slice(SIGN_DOMAIN);
+    v.extend_from_slice(network.as_bytes());
+    v.push(0);
+    v.extend_from_slice(m);
+    v
+}
+
+/// A datagram whose header parsed but whose signature is not checked yet.
+/// Nothing in it may be acted upon except to decide whether to verify.
+#[derive(Debug)]
+pub struct Unverified<'a> {
+    m: &'a [u8],
+    sig: [u8; 64],
+    key: VerifyingKey,
+    stamp: Stamp,
+    kind: Kind,
+    body: &'a RawValue,
+}
+
+impl<'a> Unverified<'a> {
+    /// Cheap checks only: size, framing, header syntax, version, network
+    /// name and key validity. No signature work.
+    pub fn parse(datagram: &'a [u8], network: &str) -> Result<Self, WireError> {
+        if datagram.len() > MAX_DATAGRAM {
+            return Err(WireError::Oversized);
+        }
+        if datagram.len() < PREFIX.len() + 2 + SUFFIX_LEN
+            || !datagram.starts_with(PREFIX)
+            || !datagram.ends_with(SIG_CLOSE)
+        {
+            return Err(WireError::BadFraming);
+        }
+        let m_end = datagram.len() - SUFFIX_LEN;
+        let m = &datagram[PREFIX.len()..m_end];
+        let suffix = &datagram[m_end..];
+        if !suffix.starts_with(SIG_OPEN) {
+            return Err(WireError::BadFraming);
+        }
+        let sig_b64 = &suffix[SIG_OPEN.len()..SIG_OPEN.len() + SIG_B64_LEN];
+        let sig_vec = BASE64_STANDARD
+            .decode(sig_b64)
+            .map_err(|_| WireError::BadFraming)?;
+        let sig: [u8; 64] = sig_vec.try_into().map_err(|_| WireError::BadFraming)?;
+        let header: HeaderIn<'a> = serde_json::from_slice(m).map_err(|_| WireError::BadHeader)?;
+        if header.v != PROTOCOL_VERSION {
+            return Err(WireError::BadVersion);
+        }
+        if header.net != network {
+            return Err(WireError::WrongNetwork);
+        }
+        if header.inst > MAX_SAFE_INT || header.seq > MAX_SAFE_INT || header.ts > MAX_SAFE_INT {
+            return Err(WireError::BadHeader);
+        }
+        let key = decode_key(&header.pk).ok_or(WireError::BadKey)?;
+        Ok(Self {
+            m,
+            sig,
+            key,
+            stamp: Stamp {
+                instance: header.inst,
+                seq: header.seq,
+                ts_ms: header.ts,
+            },
+            kind: header.kind,
+            body: header.body,
+        })
+    }
+
+    /// The key that claims to have signed this datagram.
+    pub fn claimed_key(&self) -> &VerifyingKey {
+        &self.key
+    }
+
+    /// Instance, sequence number and timestamp, as claimed.
+    pub fn stamp(&self) -> Stamp {
+        self.stamp
+    }
+
+    /// Checks the signature (`verify_strict`: no malleable or small-order
+    /// signatures) over the domain-separated exact bytes.
+    pub fn verify(self, network: &str) -> Result<Verified<'a>, WireError> {
+        let sig = Signature::from_bytes(&self.sig);
+        self.key
+            .verify_strict(&signed_bytes(network, self.m), &sig)
+            .map_err(|_| WireError::BadSignature)?;
+        Ok(Verified {
+            key: self.key,
+            stamp: self.stamp,
+            kind: self.kind,
+            body: self.body,
+        })
+    }
+}
+
+/// A datagram whose signature verified: `key` really sent it.
+#[derive(Debug)]
+pub struct Verified<'a> {
+    /// The sender. Its identity is this key, never a source address.
+    pub key: VerifyingKey,
+    /// Instance, sequence and timestamp, authenticated.
+    pub stamp: Stamp,
+    /// What the datagram is.
+    pub kind: Kind,
+    body: &'a RawValue,
+}
+
+impl Verified<'_> {
+    /// Parses the authenticated body as `T`.
+    pub fn body<T: for<'de> Deserialize<'de>>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.body.get())
+    }
+}
+
+/// Decodes a base64 Ed25519 public key, rejecting invalid and weak
+/// (small-order) keys.
+pub fn decode_key(b64: &str) -> Option<VerifyingKey> {
+    let bytes = BASE64_STANDARD.decode(b64).ok()?;
+    let arr: [u8; 32] = bytes.try_into().ok()?;
+    let key = VerifyingKey::from_bytes(&arr).ok()?;
+    if key.is_weak() {
+        return None;
+    }
+    Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn stamp() -> Stamp {
+        Stamp {
+            instance: 7,
+            seq: 1,
+            ts_ms: 1_700_000_000_000,
+        }
+    }
+
+    fn announce() -> AnnounceBody {
+        AnnounceBody {
+            ip: Ipv4Addr::new(10, 77, 0, 1),
+            port: 4001,
+            interval_ms: 30_000,
+            last_bcast: 0,
+        }
+    }
+
+    #[test]
+    fn seal_then_verify_round_trips() {
+        let k = key(1);
+        let d = seal(&k, "slips", stamp(), Kind::Announce, &announce()).unwrap();
+        assert!(d.len() < 400, "announce is small: {}", d.len());
+        let v = Unverified::parse(&d, "slips")
+            .unwrap()
+            .verify("slips")
+            .unwrap();
+        assert_eq!(v.key, k.verifying_key());
+        assert_eq!(v.stamp, stamp());
+        assert_eq!(v.kind, Kind::Announce);
+        assert_eq!(v.body::<AnnounceBody>().unwrap(), announce());
+        // The whole datagram is valid JSON too.
+        let _: serde_json::Value = serde_json::from_slice(&d).unwrap();
+    }
+
+    #[test]
+    fn any_flipped_byte_is_rejected() {
+        let k = key(2);
+        let d = seal(&k, "slips", stamp(), Kind::Announce, &announce()).unwrap();
+        for i in 0..d.len() {
+            let mut t = d.clone();
+            t[i] ^= 0x01;
+            let ok = Unverified::parse(&t, "slips").and_then(|u| u.verify("slips"));
+            assert!(ok.is_err(), "flip at {i} accepted");
+        }
+    }
+
+    #[test]
+    fn other_network_is_rejected_even_if_header_lies() {
+        let k = key(3);
+        let d = seal(&k, "other", stamp(), Kind::Goodbye, &GoodbyeBody {}).unwrap();
+        assert_eq!(
+            Unverified::parse(&d, "slips").unwrap_err(),
+            WireError::WrongNetwork
+        );
+        // A datagram signed for "other" but whose header is edited to say
+        // "slips" fails the signature.
+        let text = String::from_utf8(d)
+            .unwrap()
+            .replace("\"other\"", "\"slips\"");
+        let u = Unverified::parse(text.as_bytes(), "slips").unwrap();
+        assert_eq!(u.verify("slips").unwrap_err(), WireError::BadSignature);
+    }
+
+    #[test]
+    fn oversized_payload_is_not_sealed() {
+        let k = key(4);
+        let body = DataBody {
+            id: 1,
+            to: None,
+            payload: "A".repeat(MAX_DATAGRAM),
+        };
+        assert!(seal(&k, "slips", stamp(), Kind::Data, &body).is_none());
+        let big = vec![b' '; MAX_DATAGRAM + 1];
+        assert_eq!(
+            Unverified::parse(&big, "slips").unwrap_err(),
+            WireError::Oversized
+        );
+    }
+
+    #[test]
+    fn weak_key_is_rejected() {
+        // The identity point (small order) encoded as a public key.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        assert!(decode_key(&BASE64_STANDARD.encode(weak)).is_none());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for g in [
+            &b""[..],
+            b"{}",
+            b"{\"m\":",
+            b"{\"m\":{},\"sig\":\"\"}",
+            &[0xff; 200],
+        ] {
+            assert!(Unverified::parse(g, "slips").is_err());
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The peer table: every peer we know, keyed by its public key.
+
+use super::limits::TokenBucket;
+use super::reliability::Reliability;
+use crate::peerstore::StoredPeer;
+use crate::wire::replay::ReplayWindow;
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
+use ed25519_dalek::VerifyingKey;
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+
+/// Sender instances whose replay windows are kept per peer. A restarted
+/// peer has a new instance; the previous one stays guarded until its
+/// datagrams are too old to pass the freshness check anyway.
+const INSTANCES_KEPT: usize = 4;
+
+/// Whether a peer is reachable now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Announcing on time: directed messages go to it.
+    Active,
+    /// Missed several announcements, said goodbye, or loaded from the peer
+    /// list and not heard yet.
+    Inactive,
+}
+
+impl PeerState {
+    /// Lower-case name for tables and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Inactive => "inactive",
+        }
+    }
+}
+
+/// One known peer.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Its key: its identity.
+    pub key: VerifyingKey,
+    /// libp2p peer id string of `key`: the id Slips knows it by.
+    pub peer_id: String,
+    /// Last announced unicast address.
+    pub addr: Option<SocketAddrV4>,
+    /// Active or not.
+    pub state: PeerState,
+    /// First verified datagram, Unix ms.
+    pub first_seen_ms: u64,
+    /// Last verified datagram, Unix ms.
+    pub last_seen_ms: u64,
+    /// `last_seen_ms` as last written to the peer list.
+    pub persisted_last_seen_ms: u64,
+    /// Last verified announcement, Unix ms (0 = none this run).
+    pub last_announce_ms: u64,
+    /// The peer's announced interval.
+    pub announce_interval_ms: u64,
+    /// Missed announcements counted since the last one received.
+    pub missed: u32,
+    /// Reliability sums.
+    pub reliability: Reliability,
+    /// Last reliability told to Slips.
+    pub reported_reliability: Option<f64>,
+    /// Replay windows of the latest instances: (instance, window, last use).
+    pub windows: Vec<(u64, ReplayWindow, u64)>,
+    /// Per-peer rate limit.
+    pub bucket: TokenBucket,
+}
+
+impl Peer {
+    /// Whether `(instance, seq)` would be new.
+    pub fn will_accept(&self, instance: u64, seq: u64) -> bool {
+        self.windows
+            .iter()
+            .find(|(i, _, _)| *i == instance)
+            .is_none_or(|(_, w, _)| w.will_accept(seq))
+    }
+
+    /// Records `(instance, seq)` after verification.
+    pub fn commit(&mut self, instance: u64, seq: u64, now_ms: u64) -> bool {
+        if let Some((_, w, used)) = self.windows.iter_mut().find(|(i, _, _)| *i == instance) {
+            *used = now_ms;
+            return w.commit(seq);
+        }
+        if self.windows.len() >= INSTANCES_KEPT {
+            if let Some(oldest) = self
+                .windows
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, (_, _, used))| *used)
+                .map(|(i, _)| i)
+            {
+                self.windows.swap_remove(oldest);
+            }
+        }
+        let mut w = ReplayWindow::new();
+        let ok = w.commit(seq);
+        self.windows.push((instance, w, now_ms));
+        ok
+    }
+
+    /// The persisted form.
+    pub fn to_stored(&self) -> StoredPeer {
+        StoredPeer {
+            peer_id: self.peer_id.clone(),
+            public_key: BASE64_STANDARD.encode(self.key.as_bytes()),
+            ip: self.addr.map(|a| *a.ip()),
+            port: self.addr.map(|a| a.port()),
+            first_seen: self.first_seen_ms / 1000,
+            last_seen: self.last_seen_ms / 1000,
+            reliability: self.reliability.to_stored(),
+            reported_reliability: self.reported_reliability,
+        }
+    }
+}
+
+/// All known peers, bounded.
+#[derive(Debug, Default)]
+pub struct PeerTable {
+    by_key: HashMap<[u8; 32], Peer>,
+    by_id: HashMap<String, [u8; 32]>,
+}
+
+impl PeerTable {
+    /// Looks a peer up by key.
+    pub fn get(&self, key: &VerifyingKey) -> Option<&Peer> {
+        self.by_key.get(key.as_bytes())
+    }
+
+    /// Looks a peer up by key, mutably.
+    pub fn get_mut(&mut self, key: &VerifyingKey) -> Option<&mut Peer> {
+        self.by_key.get_mut(key.as_bytes())
+    }
+
+    /// Looks a peer up by its peer id.
+    pub fn by_peer_id(&self, id: &str) -> Option<&Peer> {
+        self.by_id.get(id).and_then(|k| self.by_key.get(k))
+    }
+
+    /// Number of peers.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether there is no peer.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Every peer.
+    pub fn iter(&self) -> impl Iterator<Item = &Peer> {
+        self.by_key.values()
+    }
+
+    /// Every peer, mutably.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Peer> {
+        self.by_key.values_mut()
+    }
+
+    /// Inserts a peer, evicting the least recently seen inactive peer when
+    /// `max` peers are known. Returns false if the table is full of active
+    /// peers (the newcomer is refused; known peers are never pushed out by
+    /// a flood of new keys).
+    pub fn insert(&mut self, peer: Peer, max: usize) -> bool {
+        if self.by_key.len() >= max {
+            let victim = self
+                .by_key
+                .values()
+                .filter(|p| p.state == PeerState::Inactive)
+                .min_by_key(|p| p.last_seen_ms)
+                .map(|p| *p.key.as_bytes());
+            match victim {
+                Some(k) => {
+                    self.remove(&k);
+                }
+                None => return false,
+            }
+        }
+        self.by_id
+            .insert(peer.peer_id.clone(), *peer.key.as_bytes());
+        self.by_key.insert(*peer.key.as_bytes(), peer);
+        true
+    }
+
+    /// Removes a peer.
+    pub fn remove(&mut self, key: &[u8; 32]) -> Option<Peer> {
+        let p = self.by_key.remove(key)?;
+        self.by_id.remove(&p.peer_id);
+        Some(p)
+    }
+
+    /// Removes every peer for which `f` is false.
+    pub fn retain(&mut self, mut f: impl FnMut(&Peer) -> bool) -> usize {
+        let before = self.by_key.len();
+        self.by_key.retain(|_, p| f(p));
+        let keys = &self.by_key;
+        self.by_id.retain(|_, k| keys.contains_key(k));
+        before - self.by_key.len()
+    }
+}

@@ -1,0 +1,609 @@
+//! The node on an in-memory LAN with a simulated clock.
+
+use super::*;
+use crate::slips::Recipient;
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::Ipv4Addr;
+
+pub(crate) const T0: Millis = 1_800_000_000_000;
+
+/// Faults applied to every datagram on the simulated LAN.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Faults {
+    /// Probability a datagram (per receiver) is lost.
+    pub loss: f64,
+    /// Probability it is delivered twice.
+    pub duplicate: f64,
+    /// Delivery delay range (reordering follows from random delays).
+    pub delay_ms: (Millis, Millis),
+}
+
+pub(crate) struct SimNode {
+    pub node: Node,
+    pub addr: SocketAddrV4,
+    pub inbox: Vec<ToSlips>,
+    pub saved: Option<PeerFile>,
+    pub up: bool,
+}
+
+type InFlight = Reverse<(Millis, u64, usize, SocketAddrV4, Vec<u8>)>;
+
+/// A LAN of nodes exchanging datagrams through an event queue.
+pub(crate) struct Sim {
+    pub now: Millis,
+    pub nodes: Vec<SimNode>,
+    pub faults: Faults,
+    pub cut: HashSet<usize>,
+    rng: StdRng,
+    queue: BinaryHeap<InFlight>,
+    counter: u64,
+    pub sent: u64,
+}
+
+pub(crate) fn config() -> Config {
+    Config::default()
+}
+
+pub(crate) fn addr_of(i: usize) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, i as u8 + 1), 4001)
+}
+
+pub(crate) fn key_of(i: usize) -> SigningKey {
+    SigningKey::from_bytes(&[i as u8 + 1; 32])
+}
+
+impl Sim {
+    pub fn new(n: usize, cfg: &Config) -> Self {
+        let nodes = (0..n)
+            .map(|i| SimNode {
+                node: Node::new(
+                    cfg,
+                    key_of(i),
+                    NodeParams {
+                        unicast: addr_of(i),
+                        instance: 100 + i as u64,
+                        rng_seed: i as u64,
+                    },
+                    Vec::new(),
+                    T0,
+                ),
+                addr: addr_of(i),
+                inbox: Vec::new(),
+                saved: None,
+                up: true,
+            })
+            .collect();
+        Self {
+            now: T0,
+            nodes,
+            faults: Faults::default(),
+            cut: HashSet::new(),
+            rng: StdRng::seed_from_u64(42),
+            queue: BinaryHeap::new(),
+            counter: 0,
+            sent: 0,
+        }
+    }
+
+    /// Replaces node `i` by a fresh process (new instance) that loaded
+    /// `stored` peers.
+    pub fn restart(&mut self, i: usize, cfg: &Config, stored: Vec<StoredPeer>, instance: u64) {
+        self.nodes[i].node = Node::new(
+            cfg,
+            key_of(i),
+            NodeParams {
+                unicast: addr_of(i),
+                instance,
+                rng_seed: instance,
+            },
+            stored,
+            self.now,
+        );
+        self.nodes[i].up = true;
+    }
+
+    fn enqueue(&mut self, to: usize, from: SocketAddrV4, data: &[u8]) {
+        if self.cut.contains(&to) {
+            return;
+        }
+        if self.rng.random_bool(self.faults.loss.clamp(0.0, 1.0)) {
+            return;
+        }
+        let copies = if self.rng.random_bool(self.faults.duplicate.clamp(0.0, 1.0)) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let (lo, hi) = self.faults.delay_ms;
+            let delay = if hi > lo {
+                self.rng.random_range(lo..=hi)
+            } else {
+                lo
+            };
+            self.counter += 1;
+            self.queue.push(Reverse((
+                self.now + delay,
+                self.counter,
+                to,
+                from,
+                data.to_vec(),
+            )));
+        }
+    }
+
+    fn drain(&mut self, i: usize) {
+        while let Some(a) = self.nodes[i].node.poll_action() {
+            match a {
+                Action::Send { to, datagram } => {
+                    self.sent += 1;
+                    if self.cut.contains(&i) {
+                        continue;
+                    }
+                    let from = self.nodes[i].addr;
+                    match to {
+                        Destination::Multicast => {
+                            for j in 0..self.nodes.len() {
+                                if j != i {
+                                    self.enqueue(j, from, &datagram);
+                                }
+                            }
+                        }
+                        Destination::Unicast(addr) => {
+                            if let Some(j) = self.nodes.iter().position(|n| n.addr == addr) {
+                                self.enqueue(j, from, &datagram);
+                            }
+                        }
+                    }
+                }
+                Action::ToSlips(m) => self.nodes[i].inbox.push(m),
+                Action::SavePeers(f) => self.nodes[i].saved = Some(f),
+            }
+        }
+    }
+
+    /// Runs the LAN until `now + ms`.
+    pub fn run_for(&mut self, ms: Millis) {
+        let end = self.now + ms;
+        loop {
+            for i in 0..self.nodes.len() {
+                self.drain(i);
+            }
+            let next_timer = self
+                .nodes
+                .iter()
+                .filter(|n| n.up)
+                .map(|n| n.node.poll_timeout())
+                .min()
+                .unwrap_or(Millis::MAX);
+            let next_packet = self.queue.peek().map_or(Millis::MAX, |Reverse((t, ..))| *t);
+            let next = next_timer.min(next_packet).max(self.now);
+            if next > end {
+                self.now = end;
+                return;
+            }
+            self.now = next;
+            while let Some(Reverse((t, ..))) = self.queue.peek() {
+                if *t > self.now {
+                    break;
+                }
+                let Some(Reverse((_, _, to, from, data))) = self.queue.pop() else {
+                    break;
+                };
+                if self.nodes[to].up {
+                    self.nodes[to]
+                        .node
+                        .handle_datagram(self.now, SocketAddr::V4(from), &data);
+                    self.drain(to);
+                }
+            }
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].up && self.nodes[i].node.poll_timeout() <= self.now {
+                    self.nodes[i].node.handle_timeout(self.now);
+                    self.drain(i);
+                }
+            }
+        }
+    }
+
+    pub fn active_peers(&self, i: usize) -> usize {
+        self.nodes[i]
+            .node
+            .peers()
+            .iter()
+            .filter(|p| p.state == PeerState::Active)
+            .count()
+    }
+
+    pub fn peer_id(&self, i: usize) -> String {
+        self.nodes[i].node.peer_id().to_owned()
+    }
+
+    pub fn go_data(&self, i: usize) -> Vec<(String, String)> {
+        self.nodes[i]
+            .inbox
+            .iter()
+            .filter_map(|m| match m {
+                ToSlips::GoData {
+                    reporter, message, ..
+                } => Some((reporter.clone(), message.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn peer_updates(&self, i: usize) -> usize {
+        self.nodes[i]
+            .inbox
+            .iter()
+            .filter(|m| matches!(m, ToSlips::PeerUpdate { .. }))
+            .count()
+    }
+}
+
+pub(crate) fn payload(kind: &str, ip: &str) -> String {
+    let json = match kind {
+        "request" => format!(
+            r#"{{"message_type": "request", "key_type": "ip", "key": "{ip}", "evaluation_type": "score_confidence"}}"#
+        ),
+        other => format!(
+            r#"{{"message_type": "{other}", "key_type": "ip", "key": "{ip}", "evaluation_type": "score_confidence", "evaluation": {{"score": 0.8, "confidence": 0.9}}}}"#
+        ),
+    };
+    BASE64_STANDARD.encode(json)
+}
+
+#[test]
+fn five_peers_discover_each_other_quickly() {
+    let mut sim = Sim::new(5, &config());
+    sim.run_for(3_000);
+    for i in 0..5 {
+        assert_eq!(sim.active_peers(i), 4, "node {i}");
+        // Slips heard of every peer, with its address.
+        let with_ip = sim.nodes[i]
+            .inbox
+            .iter()
+            .filter(|m| {
+                matches!(
+                    m,
+                    ToSlips::PeerUpdate {
+                        ip: Some(_),
+                        reliability: Some(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert!(with_ip >= 4, "node {i}: {with_ip}");
+    }
+}
+
+#[test]
+fn broadcast_reaches_every_other_peer_once() {
+    let mut sim = Sim::new(6, &config());
+    sim.run_for(3_000);
+    let p = payload("request", "1.2.3.4");
+    sim.nodes[0]
+        .node
+        .handle_slips(sim.now, p.clone(), Recipient::All);
+    sim.run_for(100);
+    let sender = sim.peer_id(0);
+    assert!(sim.go_data(0).is_empty(), "no echo to the sender");
+    for i in 1..6 {
+        assert_eq!(
+            sim.go_data(i),
+            vec![(sender.clone(), p.clone())],
+            "node {i}"
+        );
+    }
+}
+
+#[test]
+fn directed_message_reaches_only_its_target() {
+    let mut sim = Sim::new(5, &config());
+    sim.run_for(3_000);
+    let p = payload("report", "1.2.3.4");
+    let target = sim.peer_id(3);
+    sim.nodes[1]
+        .node
+        .handle_slips(sim.now, p.clone(), Recipient::Peer(target));
+    sim.run_for(100);
+    for i in 0..5 {
+        let got = sim.go_data(i);
+        if i == 3 {
+            assert_eq!(got, vec![(sim.peer_id(1), p.clone())]);
+        } else {
+            assert!(got.is_empty(), "node {i} got {got:?}");
+        }
+    }
+}
+
+#[test]
+fn unknown_recipient_is_dropped_and_counted() {
+    let mut sim = Sim::new(2, &config());
+    sim.run_for(3_000);
+    sim.nodes[0].node.handle_slips(
+        sim.now,
+        payload("report", "1.2.3.4"),
+        Recipient::Peer("12D3KooWnobody".into()),
+    );
+    assert_eq!(
+        sim.nodes[0]
+            .node
+            .stats()
+            .dropped(DropReason::UnknownRecipient),
+        1
+    );
+}
+
+#[test]
+fn silent_peer_becomes_inactive_and_goodbye_is_immediate() {
+    let cfg = config();
+    let mut sim = Sim::new(3, &cfg);
+    sim.run_for(3_000);
+    sim.nodes[2].up = false; // crashed: no goodbye
+    sim.run_for(cfg.discovery.announce_interval_ms * 4);
+    assert_eq!(sim.active_peers(0), 1);
+    sim.nodes[1].node.shutdown(sim.now);
+    sim.run_for(50);
+    sim.nodes[1].up = false;
+    assert_eq!(sim.active_peers(0), 0);
+}
+
+#[test]
+fn restarted_peer_is_recognised_and_remembers_its_peers() {
+    let cfg = config();
+    let mut sim = Sim::new(3, &cfg);
+    sim.run_for(3_000);
+    sim.nodes[0].node.shutdown(sim.now);
+    sim.drain(0);
+    let saved = sim.nodes[0]
+        .saved
+        .clone()
+        .expect("peer list saved at shutdown");
+    assert_eq!(saved.peers.len(), 2);
+    sim.nodes[0].up = false;
+    sim.run_for(60_000);
+    sim.restart(0, &cfg, saved.peers, 999);
+    assert_eq!(sim.nodes[0].node.peers().len(), 2, "loaded, inactive");
+    assert_eq!(sim.active_peers(0), 0);
+    sim.run_for(3_000);
+    assert_eq!(sim.active_peers(0), 2);
+    assert_eq!(sim.active_peers(1), 2, "others accept the new instance");
+}
+
+#[test]
+fn invalid_payload_is_dropped_and_lowers_reliability() {
+    let mut sim = Sim::new(2, &config());
+    sim.run_for(3_000);
+    let key1 = key_of(1).verifying_key();
+    let before = {
+        let p = sim.nodes[0].node.peers().get(&key1).unwrap();
+        sim.nodes[0].node.reliability_of(p, sim.now)
+    };
+    for bad in [
+        BASE64_STANDARD.encode("[1]"),
+        "ü".to_string(),
+        BASE64_STANDARD.encode("1"),
+    ] {
+        sim.nodes[1].node.handle_slips(sim.now, bad, Recipient::All);
+    }
+    sim.run_for(100);
+    assert!(sim.go_data(0).is_empty());
+    assert_eq!(sim.nodes[0].node.stats().dropped(DropReason::BadPayload), 3);
+    let p = sim.nodes[0].node.peers().get(&key1).unwrap();
+    let after = sim.nodes[0].node.reliability_of(p, sim.now);
+    assert!(after < before - 0.2, "{before} -> {after}");
+    // And Slips was told about the drop in reliability.
+    let last = sim.nodes[0].inbox.iter().rev().find_map(|m| match m {
+        ToSlips::PeerUpdate { reliability, .. } => *reliability,
+        _ => None,
+    });
+    assert!(last.is_some_and(|r| (r - after).abs() < 0.1));
+}
+
+#[test]
+fn blames_follow_the_policy() {
+    let mut cfg = config();
+    let mut sim = Sim::new(2, &cfg);
+    sim.run_for(3_000);
+    sim.nodes[1]
+        .node
+        .handle_slips(sim.now, payload("blame", "6.6.6.6"), Recipient::All);
+    sim.run_for(100);
+    assert!(sim.go_data(0).is_empty(), "dropped by default");
+    assert_eq!(
+        sim.nodes[0].node.stats().dropped(DropReason::BlamePolicy),
+        1
+    );
+
+    cfg.slips.blames = BlamePolicy::Allowlist;
+    let mut sim = Sim::new(3, &cfg);
+    let trusted = sim.peer_id(1);
+    cfg.slips.blame_allowlist = vec![trusted.clone()];
+    sim.restart(0, &cfg, Vec::new(), 7);
+    sim.run_for(3_000);
+    for i in 1..3 {
+        sim.nodes[i]
+            .node
+            .handle_slips(sim.now, payload("blame", "6.6.6.6"), Recipient::All);
+    }
+    sim.run_for(100);
+    let got: Vec<_> = sim.go_data(0).into_iter().map(|(r, _)| r).collect();
+    assert_eq!(got, vec![trusted]);
+}
+
+#[test]
+fn replayed_stale_and_future_datagrams_are_dropped() {
+    let mut sim = Sim::new(2, &config());
+    sim.run_for(3_000);
+    let now = sim.now;
+    let key = key_of(1);
+    let body = DataBody {
+        id: 77,
+        to: None,
+        payload: payload("request", "1.2.3.4"),
+    };
+    let src = SocketAddr::V4(addr_of(1));
+    let mk = |seq: u64, ts: u64| {
+        wire::seal(
+            &key,
+            "slips",
+            Stamp {
+                instance: 101,
+                seq: 1000 + seq,
+                ts_ms: ts,
+            },
+            Kind::Data,
+            &body,
+        )
+        .unwrap()
+    };
+    let n = &mut sim.nodes[0].node;
+    let fresh = mk(1, now);
+    n.handle_datagram(now, src, &fresh);
+    n.handle_datagram(now, src, &fresh);
+    n.handle_datagram(now, src, &mk(2, now - 31_000));
+    n.handle_datagram(now, src, &mk(3, now + 31_000));
+    // Same message id, new sequence number (a retransmission): delivered once.
+    n.handle_datagram(now, src, &mk(4, now));
+    let s = n.stats();
+    assert_eq!(s.dropped(DropReason::Replay), 1);
+    assert_eq!(s.dropped(DropReason::Stale), 1);
+    assert_eq!(s.dropped(DropReason::Future), 1);
+    assert_eq!(s.dropped(DropReason::Duplicate), 1);
+    sim.drain(0);
+    assert_eq!(sim.go_data(0).len(), 1);
+}
+
+#[test]
+fn forged_and_foreign_datagrams_change_nothing() {
+    let mut sim = Sim::new(2, &config());
+    sim.run_for(3_000);
+    let now = sim.now;
+    let attacker = SigningKey::from_bytes(&[200; 32]);
+    let announce = AnnounceBody {
+        ip: Ipv4Addr::new(10, 0, 0, 99),
+        port: 1,
+        interval_ms: 30_000,
+        last_bcast: 0,
+    };
+    let stamp = Stamp {
+        instance: 1,
+        seq: 1,
+        ts_ms: now,
+    };
+    let sealed = wire::seal(&attacker, "slips", stamp, Kind::Announce, &announce).unwrap();
+    // Same length, one signed byte changed: the signature no longer matches.
+    let forged = String::from_utf8(sealed)
+        .unwrap()
+        .replace("\"port\":1,", "\"port\":2,")
+        .into_bytes();
+    let other_net = wire::seal(&attacker, "other", stamp, Kind::Announce, &announce).unwrap();
+    let n = &mut sim.nodes[0].node;
+    let peers_before = n.peers().len();
+    n.handle_datagram(now, "10.0.0.99:1".parse().unwrap(), &forged);
+    n.handle_datagram(now, "10.0.0.99:1".parse().unwrap(), &other_net);
+    n.handle_datagram(now, "10.0.0.99:1".parse().unwrap(), b"garbage");
+    assert_eq!(n.peers().len(), peers_before);
+    assert!(n.stats().datagrams_accepted > 0);
+    assert_eq!(n.stats().dropped(DropReason::BadSignature), 1);
+    assert_eq!(n.stats().dropped(DropReason::WrongNetwork), 1);
+    assert_eq!(n.stats().dropped(DropReason::BadFraming), 1);
+}
+
+#[test]
+fn peer_updates_are_not_sent_on_every_announcement() {
+    let mut sim = Sim::new(3, &config());
+    sim.run_for(3_600_000); // one hour, ~120 announcements per peer
+    for i in 0..3 {
+        let n = sim.peer_updates(i);
+        assert!(n <= 10, "node {i} sent {n} peer updates");
+        assert_eq!(sim.active_peers(i), 2);
+    }
+}
+
+#[test]
+fn idle_traffic_is_small() {
+    let cfg = config();
+    let mut sim = Sim::new(5, &cfg);
+    sim.run_for(10 * 60_000);
+    // ~20 announcements in 10 minutes plus start-up and newcomer answers.
+    let per_node = sim.sent as f64 / 5.0;
+    assert!(per_node < 40.0, "{per_node} datagrams per node in 10 min");
+}
+
+#[test]
+fn same_seed_same_run() {
+    let trace = |seed_offset: u64| {
+        let mut sim = Sim::new(4, &config());
+        for (i, n) in sim.nodes.iter_mut().enumerate() {
+            n.node = Node::new(
+                &config(),
+                key_of(i),
+                NodeParams {
+                    unicast: addr_of(i),
+                    instance: 1 + i as u64,
+                    rng_seed: seed_offset + i as u64,
+                },
+                Vec::new(),
+                T0,
+            );
+        }
+        sim.run_for(120_000);
+        (
+            sim.sent,
+            sim.nodes.iter().map(|n| n.inbox.len()).collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(trace(1), trace(1));
+}
+
+#[test]
+fn peer_table_is_bounded_and_keeps_known_peers() {
+    let mut cfg = config();
+    cfg.security.max_peers = 10;
+    let mut sim = Sim::new(3, &cfg);
+    sim.run_for(3_000);
+    let now = sim.now;
+    let n = &mut sim.nodes[0].node;
+    for k in 0..500u32 {
+        let mut seed = [0u8; 32];
+        seed[..4].copy_from_slice(&k.to_le_bytes());
+        seed[31] = 0xAA;
+        let key = SigningKey::from_bytes(&seed);
+        let d = wire::seal(
+            &key,
+            "slips",
+            Stamp {
+                instance: 1,
+                seq: 1,
+                ts_ms: now,
+            },
+            Kind::Announce,
+            &AnnounceBody {
+                ip: Ipv4Addr::new(10, 0, 1, (k % 250) as u8),
+                port: 1,
+                interval_ms: 30_000,
+                last_bcast: 0,
+            },
+        )
+        .unwrap();
+        let src = SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::new(10, 0, 1, (k % 250) as u8),
+            1,
+        ));
+        n.handle_datagram(now, src, &d);
+    }
+    assert!(n.peers().len() <= 10);
+    for i in 1..3 {
+        assert!(
+            n.peers().get(&key_of(i).verifying_key()).is_some(),
+            "peer {i} kept"
+        );
+    }
+    assert!(n.stats().dropped(DropReason::TableFull) > 0);
+}
