@@ -119,6 +119,10 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         sockets.local.port(),
         identity.peer_id()
     );
+    if config.redis.delete_on_start {
+        // Go's -redis-delete: forget what a previous run left in Redis.
+        bridge.delete(["multiAddress".to_owned()]);
+    }
     bridge.set("multiAddress".to_owned(), multiaddr.clone());
     tracing::info!("[*] Your Multiaddress Is: {multiaddr}");
 

@@ -153,10 +153,10 @@ impl Delivered {
             return false;
         }
         self.order.push_back(id);
-        if self.order.len() > DEDUP_CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+        if self.order.len() > DEDUP_CAPACITY
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
         }
         true
     }
@@ -266,6 +266,7 @@ impl Node {
                 last_seen_ms,
                 persisted_last_seen_ms: last_seen_ms,
                 last_announce_ms: 0,
+                instance: None,
                 announce_interval_ms: self.settings.announce_interval_ms,
                 missed: 0,
                 reliability: Reliability::from_stored(s.reliability),
@@ -346,10 +347,10 @@ impl Node {
                 &format_args!("future datagram from {src}"),
             );
         }
-        if let Some(p) = self.peers.get(&key) {
-            if !p.will_accept(stamp.instance, stamp.seq) {
-                return self.drop(now, DropReason::Replay, &format_args!("replay from {src}"));
-            }
+        if let Some(p) = self.peers.get(&key)
+            && !p.will_accept(stamp.instance, stamp.seq)
+        {
+            return self.drop(now, DropReason::Replay, &format_args!("replay from {src}"));
         }
         let verified = match unverified.verify(&self.settings.network) {
             Ok(v) => v,
@@ -383,9 +384,6 @@ impl Node {
             self.mark_dirty(now);
         }
         self.stats.datagrams_accepted += 1;
-        if is_new {
-            self.peer_update(now, &key, true);
-        }
         match verified.kind {
             Kind::Announce => self.on_announce(now, src, &verified),
             Kind::Goodbye => self.on_goodbye(now, &verified),
@@ -487,6 +485,7 @@ impl Node {
             last_seen_ms: now,
             persisted_last_seen_ms: 0,
             last_announce_ms: 0,
+            instance: None,
             announce_interval_ms: self.settings.announce_interval_ms,
             missed: 0,
             reliability: Reliability::default(),
@@ -522,14 +521,24 @@ impl Node {
         let addr = SocketAddrV4::new(body.ip, body.port);
         let moved = peer.addr != Some(addr);
         let was_active = peer.state == PeerState::Active;
-        let newcomer = peer.last_announce_ms == 0 || !was_active || moved;
+        // A peer we have not heard announce in this run of its own (new,
+        // restarted, back from silence, or moved) gets a prompt answer, so
+        // it learns about us without waiting for our next announcement.
+        let restarted = peer.instance != Some(v.stamp.instance);
+        let newcomer = restarted || !was_active || moved;
+        peer.instance = Some(v.stamp.instance);
         peer.addr = Some(addr);
         peer.state = PeerState::Active;
         peer.missed = 0;
-        peer.last_announce_ms = now;
+        // Start-up announcements and answers come faster than the interval;
+        // one announcement per half interval counts, so announcing more
+        // often cannot raise reliability.
+        if restarted || now.saturating_sub(peer.last_announce_ms) >= peer.announce_interval_ms / 2 {
+            peer.last_announce_ms = now;
+            peer.reliability
+                .observe(now, reliability::ANNOUNCE_ON_TIME, &params);
+        }
         peer.announce_interval_ms = body.interval_ms.clamp(1_000, 3_600_000);
-        peer.reliability
-            .observe(now, reliability::ANNOUNCE_ON_TIME, &params);
         let peer_id = peer.peer_id.clone();
         if moved || !was_active {
             tracing::info!(peer = %peer_id, %addr, "peer active");
@@ -555,14 +564,14 @@ impl Node {
         let Ok(body) = v.body::<DataBody>() else {
             return self.misbehaved(now, v, DropReason::BadBody, "malformed data");
         };
-        if let Some(to) = &body.to {
-            if *to != self.peer_id {
-                return self.drop(
-                    now,
-                    DropReason::NotForUs,
-                    &"directed message for another peer",
-                );
-            }
+        if let Some(to) = &body.to
+            && *to != self.peer_id
+        {
+            return self.drop(
+                now,
+                DropReason::NotForUs,
+                &"directed message for another peer",
+            );
         }
         let valid = match payload::validate(&body.payload) {
             Ok(p) => p,
@@ -599,7 +608,7 @@ impl Node {
             .unwrap_or(&body.payload)
             .to_owned();
         tracing::info!(peer = %reporter, kind = ?valid.kind, ip = %valid.key, "received from peer");
-        self.to_slips(ToSlips::GoData {
+        self.emit(ToSlips::GoData {
             reporter,
             report_time: secs(now),
             message,
@@ -729,7 +738,7 @@ impl Node {
         }
     }
 
-    fn to_slips(&mut self, msg: ToSlips) {
+    fn emit(&mut self, msg: ToSlips) {
         self.stats.to_slips += 1;
         self.actions.push_back(Action::ToSlips(msg));
     }
@@ -758,7 +767,7 @@ impl Node {
             timestamp: secs(now),
         };
         self.mark_dirty(now);
-        self.to_slips(msg);
+        self.emit(msg);
     }
 
     fn mark_dirty(&mut self, now: Millis) {

@@ -54,6 +54,8 @@ pub struct Peer {
     pub persisted_last_seen_ms: u64,
     /// Last verified announcement, Unix ms (0 = none this run).
     pub last_announce_ms: u64,
+    /// Instance of its latest announcement: a new one means it restarted.
+    pub instance: Option<u64>,
     /// The peer's announced interval.
     pub announce_interval_ms: u64,
     /// Missed announcements counted since the last one received.
@@ -83,16 +85,15 @@ impl Peer {
             *used = now_ms;
             return w.commit(seq);
         }
-        if self.windows.len() >= INSTANCES_KEPT {
-            if let Some(oldest) = self
+        if self.windows.len() >= INSTANCES_KEPT
+            && let Some(oldest) = self
                 .windows
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, (_, _, used))| *used)
                 .map(|(i, _)| i)
-            {
-                self.windows.swap_remove(oldest);
-            }
+        {
+            self.windows.swap_remove(oldest);
         }
         let mut w = ReplayWindow::new();
         let ok = w.commit(seq);

@@ -14,33 +14,33 @@ pub(crate) const T0: Millis = 1_800_000_000_000;
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Faults {
     /// Probability a datagram (per receiver) is lost.
-    pub loss: f64,
+    pub(crate) loss: f64,
     /// Probability it is delivered twice.
-    pub duplicate: f64,
+    pub(crate) duplicate: f64,
     /// Delivery delay range (reordering follows from random delays).
-    pub delay_ms: (Millis, Millis),
+    pub(crate) delay_ms: (Millis, Millis),
 }
 
 pub(crate) struct SimNode {
-    pub node: Node,
-    pub addr: SocketAddrV4,
-    pub inbox: Vec<ToSlips>,
-    pub saved: Option<PeerFile>,
-    pub up: bool,
+    pub(crate) node: Node,
+    pub(crate) addr: SocketAddrV4,
+    pub(crate) inbox: Vec<ToSlips>,
+    pub(crate) saved: Option<PeerFile>,
+    pub(crate) up: bool,
 }
 
 type InFlight = Reverse<(Millis, u64, usize, SocketAddrV4, Vec<u8>)>;
 
 /// A LAN of nodes exchanging datagrams through an event queue.
 pub(crate) struct Sim {
-    pub now: Millis,
-    pub nodes: Vec<SimNode>,
-    pub faults: Faults,
-    pub cut: HashSet<usize>,
+    pub(crate) now: Millis,
+    pub(crate) nodes: Vec<SimNode>,
+    pub(crate) faults: Faults,
+    pub(crate) cut: HashSet<usize>,
     rng: StdRng,
     queue: BinaryHeap<InFlight>,
     counter: u64,
-    pub sent: u64,
+    pub(crate) sent: u64,
 }
 
 pub(crate) fn config() -> Config {
@@ -56,7 +56,7 @@ pub(crate) fn key_of(i: usize) -> SigningKey {
 }
 
 impl Sim {
-    pub fn new(n: usize, cfg: &Config) -> Self {
+    pub(crate) fn new(n: usize, cfg: &Config) -> Self {
         let nodes = (0..n)
             .map(|i| SimNode {
                 node: Node::new(
@@ -90,7 +90,13 @@ impl Sim {
 
     /// Replaces node `i` by a fresh process (new instance) that loaded
     /// `stored` peers.
-    pub fn restart(&mut self, i: usize, cfg: &Config, stored: Vec<StoredPeer>, instance: u64) {
+    pub(crate) fn restart(
+        &mut self,
+        i: usize,
+        cfg: &Config,
+        stored: Vec<StoredPeer>,
+        instance: u64,
+    ) {
         self.nodes[i].node = Node::new(
             cfg,
             key_of(i),
@@ -166,7 +172,7 @@ impl Sim {
     }
 
     /// Runs the LAN until `now + ms`.
-    pub fn run_for(&mut self, ms: Millis) {
+    pub(crate) fn run_for(&mut self, ms: Millis) {
         let end = self.now + ms;
         loop {
             for i in 0..self.nodes.len() {
@@ -209,7 +215,7 @@ impl Sim {
         }
     }
 
-    pub fn active_peers(&self, i: usize) -> usize {
+    pub(crate) fn active_peers(&self, i: usize) -> usize {
         self.nodes[i]
             .node
             .peers()
@@ -218,11 +224,11 @@ impl Sim {
             .count()
     }
 
-    pub fn peer_id(&self, i: usize) -> String {
+    pub(crate) fn peer_id(&self, i: usize) -> String {
         self.nodes[i].node.peer_id().to_owned()
     }
 
-    pub fn go_data(&self, i: usize) -> Vec<(String, String)> {
+    pub(crate) fn go_data(&self, i: usize) -> Vec<(String, String)> {
         self.nodes[i]
             .inbox
             .iter()
@@ -235,7 +241,7 @@ impl Sim {
             .collect()
     }
 
-    pub fn peer_updates(&self, i: usize) -> usize {
+    pub(crate) fn peer_updates(&self, i: usize) -> usize {
         self.nodes[i]
             .inbox
             .iter()

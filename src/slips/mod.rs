@@ -191,7 +191,7 @@ impl ToSlips {
                     // Never NaN or out of range: Slips has no range check.
                     reliability: reliability
                         .filter(|r| r.is_finite())
-                        .map(|r| r.clamp(0.0, 1.0)),
+                        .map(|r| (r.clamp(0.0, 1.0) * 1000.0).round() / 1000.0),
                     timestamp: (*timestamp).max(0),
                 },
                 version,
