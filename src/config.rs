@@ -32,6 +32,8 @@ pub struct Config {
     pub slips: SlipsConfig,
     /// `[discovery]`: announcements and liveness.
     pub discovery: DiscoveryConfig,
+    /// `[delivery]`: retransmission and repair over lossy links.
+    pub delivery: DeliveryConfig,
     /// `[security]`: limits against hostile peers.
     pub security: SecurityConfig,
     /// `[reliability]`: the per-peer reliability score.
@@ -149,6 +151,39 @@ pub struct DiscoveryConfig {
     pub forget_after_days: u64,
 }
 
+/// Getting every message through a lossy LAN, exactly once.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Extra copies of each broadcast, sent `repeat_spacing_ms` apart (with
+    /// jitter): independent losses rarely take every copy.
+    pub broadcast_repeats: u32,
+    /// Mean gap between copies of a broadcast.
+    pub repeat_spacing_ms: u64,
+    /// Digests ("my recent broadcasts are ids a..=b") sent after a
+    /// broadcast, at doubling intervals, so a peer that missed every copy
+    /// asks for it.
+    pub digests_after_broadcast: u32,
+    /// Delay of the first digest after a broadcast.
+    pub first_digest_ms: u64,
+    /// Broadcasts kept for repair.
+    pub retain_broadcasts: usize,
+    /// How long broadcasts are kept for repair.
+    pub retain_broadcast_ms: u64,
+    /// First retransmission of an unacknowledged directed message; the
+    /// delay doubles each time.
+    pub directed_retry_ms: u64,
+    /// Give up on a directed message after this long. Slips waits 2 s for
+    /// answers, so the default stays below that.
+    pub directed_deadline_ms: u64,
+    /// Unacknowledged directed messages kept at once.
+    pub max_pending_directed: usize,
+}
+
+/// Largest `security.ban_after_misbehaviours`: that many strike times are
+/// kept per misbehaving key.
+pub const MAX_BAN_AFTER: u32 = 1000;
+
 /// Limits against hostile or broken peers.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -166,6 +201,14 @@ pub struct SecurityConfig {
     pub per_peer_rate: u32,
     /// Burst allowed above `per_peer_rate`.
     pub per_peer_burst: u32,
+    /// Misbehaviours (signed datagrams with a malformed body or an invalid
+    /// payload, seconds spent over the rate) within `ban_window_secs` that
+    /// ban a key for `ban_secs`; 0 disables bans.
+    pub ban_after_misbehaviours: u32,
+    /// Window over which misbehaviours add up.
+    pub ban_window_secs: u64,
+    /// How long a banned key's datagrams are dropped unverified.
+    pub ban_secs: u64,
 }
 
 /// The reliability score of each peer.
@@ -267,15 +310,34 @@ impl Default for DiscoveryConfig {
     }
 }
 
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            broadcast_repeats: 2,
+            repeat_spacing_ms: 100,
+            digests_after_broadcast: 5,
+            first_digest_ms: 300,
+            retain_broadcasts: 256,
+            retain_broadcast_ms: 120_000,
+            directed_retry_ms: 100,
+            directed_deadline_ms: 1_500,
+            max_pending_directed: 1_024,
+        }
+    }
+}
+
 impl Default for SecurityConfig {
     fn default() -> Self {
         Self {
             max_clock_skew_ms: 30_000,
             max_peers: 1024,
-            per_source_rate: 50,
-            per_source_burst: 100,
-            per_peer_rate: 20,
-            per_peer_burst: 50,
+            per_source_rate: 200,
+            per_source_burst: 400,
+            per_peer_rate: 100,
+            per_peer_burst: 300,
+            ban_after_misbehaviours: 5,
+            ban_window_secs: 60,
+            ban_secs: 600,
         }
     }
 }
@@ -607,6 +669,27 @@ impl Config {
         )?;
         at_least("discovery.forget_after_days", d.forget_after_days, 1)?;
 
+        let del = &self.delivery;
+        at_least("delivery.repeat_spacing_ms", del.repeat_spacing_ms, 1)?;
+        at_least("delivery.first_digest_ms", del.first_digest_ms, 1)?;
+        at_least(
+            "delivery.retain_broadcasts",
+            del.retain_broadcasts as u64,
+            1,
+        )?;
+        at_least("delivery.retain_broadcast_ms", del.retain_broadcast_ms, 1)?;
+        at_least("delivery.directed_retry_ms", del.directed_retry_ms, 1)?;
+        at_least(
+            "delivery.directed_deadline_ms",
+            del.directed_deadline_ms,
+            del.directed_retry_ms,
+        )?;
+        at_least(
+            "delivery.max_pending_directed",
+            del.max_pending_directed as u64,
+            1,
+        )?;
+
         let sec = &self.security;
         at_least("security.max_clock_skew_ms", sec.max_clock_skew_ms, 1)?;
         at_least("security.max_peers", sec.max_peers as u64, 1)?;
@@ -622,6 +705,17 @@ impl Config {
         )?;
         at_least("security.per_peer_rate", u64::from(sec.per_peer_rate), 1)?;
         at_least("security.per_peer_burst", u64::from(sec.per_peer_burst), 1)?;
+        if sec.ban_after_misbehaviours > MAX_BAN_AFTER {
+            return Err(invalid(
+                "security.ban_after_misbehaviours",
+                format!(
+                    "must be at most {MAX_BAN_AFTER} (0 disables bans), got {}",
+                    sec.ban_after_misbehaviours
+                ),
+            ));
+        }
+        at_least("security.ban_window_secs", sec.ban_window_secs, 1)?;
+        at_least("security.ban_secs", sec.ban_secs, 1)?;
 
         let rel = &self.reliability;
         if !(rel.half_life_hours.is_finite() && rel.half_life_hours > 0.0) {
@@ -739,7 +833,7 @@ mod tests {
     fn reference_file_lists_every_key() {
         let table: toml::Table = toml::from_str(include_str!("../pigeon.toml")).unwrap();
         let sections = schema_fields(None);
-        assert_eq!(sections.len(), 9);
+        assert_eq!(sections.len(), 10);
         let mut total = 0;
         for section in &sections {
             let in_file = table[section.as_str()].as_table().unwrap();
@@ -752,7 +846,7 @@ mod tests {
             }
         }
         // Guards the probe itself (update when adding a field).
-        assert_eq!(total, 39);
+        assert_eq!(total, 51);
     }
 
     #[test]
@@ -763,6 +857,7 @@ mod tests {
             "redis",
             "slips",
             "discovery",
+            "delivery",
             "security",
             "reliability",
             "peerstore",
@@ -876,6 +971,12 @@ mod tests {
             ),
             ("[security]\nper_peer_rate = 0", "security.per_peer_rate"),
             ("[security]\nper_peer_burst = 0", "security.per_peer_burst"),
+            (
+                "[security]\nban_after_misbehaviours = 1001",
+                "security.ban_after_misbehaviours",
+            ),
+            ("[security]\nban_window_secs = 0", "security.ban_window_secs"),
+            ("[security]\nban_secs = 0", "security.ban_secs"),
             (
                 "[reliability]\nhalf_life_hours = 0.0",
                 "reliability.half_life_hours",

@@ -74,7 +74,7 @@ pub(crate) fn print_peers(file: &Path, json: bool) -> anyhow::Result<()> {
         );
     }
     println!(
-        "{} peer(s), list saved {} ago",
+        "{} peer(s), list saved {}",
         rows.len(),
         ago(now_s.saturating_sub(list.saved_at))
     );

@@ -12,19 +12,25 @@
 //! Time is Unix milliseconds supplied by the caller, so tests run many
 //! nodes on a simulated clock and an in-memory network.
 
+pub mod bans;
+pub mod delivery;
 pub mod limits;
 pub mod peers;
 pub mod reliability;
 pub mod stats;
 
+use crate::config::DeliveryConfig;
 use crate::config::{BlamePolicy, Config};
 use crate::identity::peer_id_of;
 use crate::peerstore::{FORMAT_VERSION, PeerFile, StoredPeer};
 use crate::slips::payload::{self, PayloadKind};
 use crate::slips::{Recipient, ToSlips};
 use crate::wire::{
-    self, AnnounceBody, DataBody, GoodbyeBody, Kind, Stamp, Unverified, Verified, WireError,
+    self, AckBody, AnnounceBody, DataBody, DigestBody, GoodbyeBody, Kind, MAX_NACK_IDS, NackBody,
+    Stamp, Unverified, Verified, WireError,
 };
+use bans::{BanParams, Bans};
+use delivery::{DigestTimer, Outbox, Pending};
 use ed25519_dalek::SigningKey;
 use limits::{KeyedLimiter, Quota, TokenBucket};
 use peers::{Peer, PeerState, PeerTable};
@@ -48,8 +54,10 @@ const FIRST_ANNOUNCE_MAX_DELAY_MS: Millis = 250;
 const MIN_ANSWER_GAP_MS: Millis = 1_000;
 /// Source addresses tracked by the pre-verification limiter.
 const MAX_SOURCES: usize = 4_096;
-/// Delivered message ids remembered for deduplication.
-const DEDUP_CAPACITY: usize = 8_192;
+/// Misbehaving keys whose strikes and bans are remembered.
+const MAX_BAN_KEYS: usize = 4_096;
+/// Shortest gap between two nacks to one sender instance.
+const MIN_NACK_GAP_MS: Millis = 100;
 /// A peer's `last_seen` is rewritten to disk at most this often.
 const LAST_SEEN_PERSIST_MS: Millis = 60_000;
 
@@ -106,6 +114,7 @@ struct Settings {
     reliability: ReliabilityParams,
     report_delta: f64,
     save_interval_ms: Millis,
+    delivery: DeliveryConfig,
     blames: BlamePolicy,
     blame_allowlist: HashSet<String>,
 }
@@ -133,32 +142,10 @@ impl Settings {
             },
             report_delta: c.reliability.report_delta,
             save_interval_ms: c.peerstore.save_interval_ms,
+            delivery: c.delivery.clone(),
             blames: c.slips.blames,
             blame_allowlist: c.slips.blame_allowlist.iter().cloned().collect(),
         }
-    }
-}
-
-/// Message ids already delivered to Slips, bounded (oldest forgotten).
-#[derive(Debug, Default)]
-struct Delivered {
-    set: HashSet<([u8; 32], u64, u64)>,
-    order: VecDeque<([u8; 32], u64, u64)>,
-}
-
-impl Delivered {
-    /// Records the id; false if it was already there.
-    fn insert(&mut self, id: ([u8; 32], u64, u64)) -> bool {
-        if !self.set.insert(id) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > DEDUP_CAPACITY
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        true
     }
 }
 
@@ -169,11 +156,11 @@ pub struct Node {
     peer_id: String,
     params: NodeParams,
     seq: u64,
-    next_message_id: u64,
+    outbox: Outbox,
     rng: StdRng,
     peers: PeerTable,
     sources: KeyedLimiter<IpAddr>,
-    delivered: Delivered,
+    bans: Bans,
     actions: VecDeque<Action>,
     stats: Stats,
     drop_log: DropLog,
@@ -217,11 +204,18 @@ impl Node {
             peer_id,
             key,
             seq: 0,
-            next_message_id: 1,
+            outbox: Outbox::default(),
             rng,
             peers: PeerTable::default(),
             sources: KeyedLimiter::new(source_quota, MAX_SOURCES, now),
-            delivered: Delivered::default(),
+            bans: Bans::new(
+                BanParams {
+                    after: config.security.ban_after_misbehaviours,
+                    window_ms: config.security.ban_window_secs.saturating_mul(1000),
+                    ban_ms: config.security.ban_secs.saturating_mul(1000),
+                },
+                MAX_BAN_KEYS,
+            ),
             actions: VecDeque::new(),
             stats: Stats::default(),
             drop_log: DropLog::default(),
@@ -271,7 +265,7 @@ impl Node {
                 missed: 0,
                 reliability: Reliability::from_stored(s.reliability),
                 reported_reliability: s.reported_reliability.filter(|r| r.is_finite()),
-                windows: Vec::new(),
+                instances: Vec::new(),
                 bucket: TokenBucket::full(self.settings.peer_quota, now),
             };
             self.peers.insert(peer, self.settings.max_peers);
@@ -308,6 +302,9 @@ impl Node {
         let mut t = self.next_housekeeping_ms.min(self.next_announce_ms);
         if let Some(a) = self.answer_at_ms {
             t = t.min(a);
+        }
+        if let Some(d) = self.outbox.next_due() {
+            t = t.min(d);
         }
         t
     }
@@ -352,6 +349,10 @@ impl Node {
         {
             return self.drop(now, DropReason::Replay, &format_args!("replay from {src}"));
         }
+        // A lookup, so a banned key costs no signature check.
+        if self.bans.is_banned(key.as_bytes(), now) {
+            return self.drop(now, DropReason::Banned, &format_args!("banned key from {src}"));
+        }
         let verified = match unverified.verify(&self.settings.network) {
             Ok(v) => v,
             Err(e) => return self.drop(now, wire_reason(e), &format_args!("{e} from {src}")),
@@ -369,16 +370,17 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        if !peer.commit(stamp.instance, stamp.seq, now) {
+        if peer.commit(stamp.instance, stamp.seq, now).is_none() {
             return self.drop(now, DropReason::Replay, &format_args!("replay from {src}"));
         }
         peer.last_seen_ms = now;
         if !peer.bucket.take(quota, now) {
-            return self.drop(
+            self.drop(
                 now,
                 DropReason::PeerRate,
                 &format_args!("peer over its rate: {src}"),
             );
+            return self.over_rate(now, &key);
         }
         if now.saturating_sub(peer.persisted_last_seen_ms) >= LAST_SEEN_PERSIST_MS {
             self.mark_dirty(now);
@@ -387,9 +389,10 @@ impl Node {
         match verified.kind {
             Kind::Announce => self.on_announce(now, src, &verified),
             Kind::Goodbye => self.on_goodbye(now, &verified),
-            Kind::Data => self.on_data(now, &verified),
-            // Delivery-layer messages (see the delivery module).
-            Kind::Ack | Kind::Digest | Kind::Nack => {}
+            Kind::Data => self.on_data(now, src, &verified),
+            Kind::Ack => self.on_ack(now, &verified),
+            Kind::Digest => self.on_digest(now, src, &verified),
+            Kind::Nack => self.on_nack(now, src, &verified),
         }
     }
 
@@ -398,42 +401,77 @@ impl Node {
         if self.shut_down {
             return;
         }
-        let id = self.next_message_id;
-        self.next_message_id += 1;
         match recipient {
-            Recipient::All => {
-                let body = DataBody {
-                    id,
-                    to: None,
-                    payload: message,
-                };
-                if !self.send(now, Destination::Multicast, Kind::Data, &body) {
-                    self.drop(now, DropReason::TooLargeToSend, &"Slips message to *");
-                }
-            }
-            Recipient::Peer(peer_id) => {
-                let target = self
-                    .peers
-                    .by_peer_id(&peer_id)
-                    .filter(|p| p.state == PeerState::Active)
-                    .and_then(|p| p.addr);
-                let Some(addr) = target else {
-                    return self.drop(
-                        now,
-                        DropReason::UnknownRecipient,
-                        &format_args!("Slips message for unknown or inactive peer {peer_id}"),
-                    );
-                };
-                let body = DataBody {
-                    id,
-                    to: Some(peer_id),
-                    payload: message,
-                };
-                if !self.send(now, Destination::Unicast(addr), Kind::Data, &body) {
-                    self.drop(now, DropReason::TooLargeToSend, &"directed Slips message");
-                }
-            }
+            Recipient::All => self.broadcast(now, message),
+            Recipient::Peer(peer_id) => self.send_directed(now, message, peer_id),
         }
+    }
+
+    fn broadcast(&mut self, now: Millis, payload: String) {
+        let body = DataBody {
+            id: self.outbox.last_bcast + 1,
+            to: None,
+            payload,
+        };
+        if !self.send(now, Destination::Multicast, Kind::Data, &body) {
+            return self.drop(now, DropReason::TooLargeToSend, &"Slips message to *");
+        }
+        let id = self.outbox.new_broadcast(now, body.payload);
+        let d = self.settings.delivery.clone();
+        for k in 1..=u64::from(d.broadcast_repeats) {
+            let jitter = self.rng.random_range(0..=d.repeat_spacing_ms / 2);
+            let due = now + k * d.repeat_spacing_ms - d.repeat_spacing_ms / 4 + jitter;
+            self.outbox.repeats.push((due, id));
+        }
+        if d.digests_after_broadcast > 0 {
+            self.outbox.digest = Some(DigestTimer {
+                due_ms: now + d.first_digest_ms,
+                interval_ms: d.first_digest_ms,
+                left: d.digests_after_broadcast,
+            });
+        }
+    }
+
+    fn send_directed(&mut self, now: Millis, payload: String, peer_id: String) {
+        let target = self
+            .peers
+            .by_peer_id(&peer_id)
+            .filter(|p| p.state == PeerState::Active)
+            .and_then(|p| p.addr.map(|a| (a, *p.key.as_bytes())));
+        let Some((addr, to_key)) = target else {
+            return self.drop(
+                now,
+                DropReason::UnknownRecipient,
+                &format_args!("Slips message for unknown or inactive peer {peer_id}"),
+            );
+        };
+        let id = self.outbox.last_directed + 1;
+        let body = DataBody {
+            id,
+            to: Some(peer_id),
+            payload,
+        };
+        if !self.send(now, Destination::Unicast(addr), Kind::Data, &body) {
+            return self.drop(now, DropReason::TooLargeToSend, &"directed Slips message");
+        }
+        self.outbox.last_directed = id;
+        let d = &self.settings.delivery;
+        if self.outbox.pending.len() >= d.max_pending_directed
+            && let Some((&oldest, _)) = self.outbox.pending.iter().next()
+        {
+            self.outbox.pending.remove(&oldest);
+            self.stats.directed_expired += 1;
+        }
+        let pending = Pending {
+            to_key,
+            to_peer_id: body.to.unwrap_or_default(),
+            addr,
+            payload: body.payload,
+            next_ms: now + d.directed_retry_ms,
+            backoff_ms: d.directed_retry_ms,
+            deadline_ms: now + d.directed_deadline_ms,
+        };
+        self.outbox.pending.insert(id, pending);
     }
 
     /// Timers: announcements, answers, housekeeping, saving.
@@ -458,6 +496,72 @@ impl Node {
         if now >= self.next_housekeeping_ms {
             self.next_housekeeping_ms = now + HOUSEKEEPING_MS;
             self.housekeeping(now);
+        }
+        self.delivery_timers(now);
+    }
+
+    /// Broadcast copies, digests and retransmissions that are due.
+    fn delivery_timers(&mut self, now: Millis) {
+        let due: Vec<u64> = self
+            .outbox
+            .repeats
+            .iter()
+            .filter(|(t, _)| *t <= now)
+            .map(|(_, id)| *id)
+            .collect();
+        self.outbox.repeats.retain(|(t, _)| *t > now);
+        for id in due {
+            if let Some(b) = self.outbox.broadcast(id) {
+                let body = DataBody {
+                    id,
+                    to: None,
+                    payload: b.payload.clone(),
+                };
+                self.stats.retransmissions += 1;
+                self.send(now, Destination::Multicast, Kind::Data, &body);
+            }
+        }
+        if let Some(mut d) = self.outbox.digest.filter(|d| d.due_ms <= now) {
+            let body = DigestBody {
+                floor: self.outbox.floor(),
+                last: self.outbox.last_bcast,
+            };
+            self.send(now, Destination::Multicast, Kind::Digest, &body);
+            d.left = d.left.saturating_sub(1);
+            d.interval_ms = d.interval_ms.saturating_mul(2);
+            d.due_ms = now + d.interval_ms;
+            self.outbox.digest = (d.left > 0).then_some(d);
+        }
+        let due: Vec<u64> = self
+            .outbox
+            .pending
+            .iter()
+            .filter(|(_, p)| p.next_ms <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(mut p) = self.outbox.pending.remove(&id) else {
+                continue;
+            };
+            if now >= p.deadline_ms {
+                self.stats.directed_expired += 1;
+                tracing::warn!(peer = %p.to_peer_id, id, "directed message not acknowledged in time");
+                continue;
+            }
+            // Follow the peer if it moved meanwhile.
+            if let Some(a) = self.peers.by_peer_id(&p.to_peer_id).and_then(|q| q.addr) {
+                p.addr = a;
+            }
+            let body = DataBody {
+                id,
+                to: Some(p.to_peer_id.clone()),
+                payload: p.payload.clone(),
+            };
+            self.stats.retransmissions += 1;
+            self.send(now, Destination::Unicast(p.addr), Kind::Data, &body);
+            p.backoff_ms = p.backoff_ms.saturating_mul(2);
+            p.next_ms = (now + p.backoff_ms).min(p.deadline_ms);
+            self.outbox.pending.insert(id, p);
         }
     }
 
@@ -490,7 +594,7 @@ impl Node {
             missed: 0,
             reliability: Reliability::default(),
             reported_reliability: None,
-            windows: Vec::new(),
+            instances: Vec::new(),
             bucket: TokenBucket::full(self.settings.peer_quota, now),
         };
         let ok = self.peers.insert(peer, self.settings.max_peers);
@@ -506,12 +610,12 @@ impl Node {
         };
         if src.ip() != IpAddr::V4(body.ip) {
             // A signed announce relayed from elsewhere: never let it
-            // redirect directed traffic.
-            return self.misbehaved(
+            // redirect directed traffic. Not held against the key: anyone
+            // can resend a multicast announce that we missed.
+            return self.drop(
                 now,
-                v,
                 DropReason::AddressMismatch,
-                "announce from foreign address",
+                &format_args!("announce relayed from {src}"),
             );
         }
         let params = self.settings.reliability;
@@ -548,6 +652,9 @@ impl Node {
         if newcomer {
             self.schedule_answer(now);
         }
+        // An announcement doubles as a digest: it heals what a partition
+        // longer than the digest schedule made us miss.
+        self.check_broadcasts(now, src, v, 0, body.last_bcast);
     }
 
     fn on_goodbye(&mut self, now: Millis, v: &Verified<'_>) {
@@ -560,7 +667,7 @@ impl Node {
         }
     }
 
-    fn on_data(&mut self, now: Millis, v: &Verified<'_>) {
+    fn on_data(&mut self, now: Millis, src: SocketAddr, v: &Verified<'_>) {
         let Ok(body) = v.body::<DataBody>() else {
             return self.misbehaved(now, v, DropReason::BadBody, "malformed data");
         };
@@ -573,14 +680,39 @@ impl Node {
                 &"directed message for another peer",
             );
         }
+        let directed = body.to.is_some();
+        let Some(peer) = self.peers.get_mut(&v.key) else {
+            return;
+        };
+        let reporter = peer.peer_id.clone();
+        let Some(inst) = peer.instance_mut(v.stamp.instance) else {
+            return;
+        };
+        let fresh = if directed {
+            inst.rx.directed.commit(body.id)
+        } else {
+            if inst.rx.bcast_base.is_none() {
+                inst.rx.bcast_base = Some(body.id);
+            }
+            inst.rx.bcast.commit(body.id)
+        };
+        if directed {
+            // Acknowledge every copy: the previous ack may have been lost.
+            if let SocketAddr::V4(to) = src {
+                let ack = AckBody {
+                    id: body.id,
+                    to: reporter.clone(),
+                };
+                self.send(now, Destination::Unicast(to), Kind::Ack, &ack);
+            }
+        }
+        if !fresh {
+            return self.drop(now, DropReason::Duplicate, &"message already delivered");
+        }
         let valid = match payload::validate(&body.payload) {
             Ok(p) => p,
             Err(e) => return self.misbehaved(now, v, DropReason::BadPayload, &e.to_string()),
         };
-        let Some(peer) = self.peers.get(&v.key) else {
-            return;
-        };
-        let reporter = peer.peer_id.clone();
         if valid.kind == PayloadKind::Blame {
             let allowed = match self.settings.blames {
                 BlamePolicy::Drop => false,
@@ -594,12 +726,6 @@ impl Node {
                     &format_args!("blame about {} from {reporter} (blame policy)", valid.key),
                 );
             }
-        }
-        if !self
-            .delivered
-            .insert((*v.key.as_bytes(), v.stamp.instance, body.id))
-        {
-            return self.drop(now, DropReason::Duplicate, &"message already delivered");
         }
         self.observe(now, &v.key, reliability::VALID_PAYLOAD);
         let message = body
@@ -615,6 +741,100 @@ impl Node {
         });
     }
 
+    fn on_ack(&mut self, now: Millis, v: &Verified<'_>) {
+        let Ok(body) = v.body::<AckBody>() else {
+            return self.misbehaved(now, v, DropReason::BadBody, "malformed ack");
+        };
+        if body.to != self.peer_id {
+            return self.drop(now, DropReason::NotForUs, &"ack for another peer");
+        }
+        // Only the recipient can acknowledge: a third party cannot cancel
+        // retransmissions.
+        if self
+            .outbox
+            .pending
+            .get(&body.id)
+            .is_some_and(|p| p.to_key == *v.key.as_bytes())
+        {
+            self.outbox.pending.remove(&body.id);
+        }
+    }
+
+    fn on_digest(&mut self, now: Millis, src: SocketAddr, v: &Verified<'_>) {
+        let Ok(body) = v.body::<DigestBody>() else {
+            return self.misbehaved(now, v, DropReason::BadBody, "malformed digest");
+        };
+        self.check_broadcasts(now, src, v, body.floor, body.last);
+    }
+
+    /// The sender says its broadcasts `floor..=last` are available: ask for
+    /// the ones we expected and did not get.
+    fn check_broadcasts(
+        &mut self,
+        now: Millis,
+        src: SocketAddr,
+        v: &Verified<'_>,
+        floor: u64,
+        last: u64,
+    ) {
+        let Some(peer) = self.peers.get_mut(&v.key) else {
+            return;
+        };
+        let to = peer.peer_id.clone();
+        let addr = peer.addr.or(match src {
+            SocketAddr::V4(a) => Some(a),
+            SocketAddr::V6(_) => None,
+        });
+        let Some(inst) = peer.instance_mut(v.stamp.instance) else {
+            return;
+        };
+        inst.rx.learn_last(last);
+        let ids = inst.rx.missing(floor, last, MAX_NACK_IDS);
+        if ids.is_empty() || now.saturating_sub(inst.rx.last_nack_ms) < MIN_NACK_GAP_MS {
+            return;
+        }
+        inst.rx.last_nack_ms = now;
+        if let Some(addr) = addr {
+            self.send(
+                now,
+                Destination::Unicast(addr),
+                Kind::Nack,
+                &NackBody { to, ids },
+            );
+        }
+    }
+
+    fn on_nack(&mut self, now: Millis, src: SocketAddr, v: &Verified<'_>) {
+        let Ok(body) = v.body::<NackBody>() else {
+            return self.misbehaved(now, v, DropReason::BadBody, "malformed nack");
+        };
+        if body.to != self.peer_id {
+            return self.drop(now, DropReason::NotForUs, &"nack for another peer");
+        }
+        let addr = self.peers.get(&v.key).and_then(|p| p.addr).or(match src {
+            SocketAddr::V4(a) => Some(a),
+            SocketAddr::V6(_) => None,
+        });
+        let Some(addr) = addr else {
+            return;
+        };
+        let repairs: Vec<DataBody> = body
+            .ids
+            .iter()
+            .take(MAX_NACK_IDS)
+            .filter_map(|id| self.outbox.broadcast(*id))
+            .map(|b| DataBody {
+                id: b.id,
+                to: None,
+                payload: b.payload.clone(),
+            })
+            .collect();
+        for repair in repairs {
+            self.stats.repairs += 1;
+            self.send(now, Destination::Unicast(addr), Kind::Data, &repair);
+        }
+    }
+
     /// A verified peer broke the rules: drop, count, lower its reliability.
     fn misbehaved(&mut self, now: Millis, v: &Verified<'_>, reason: DropReason, what: &str) {
         let who = self
@@ -624,6 +844,37 @@ impl Node {
             .unwrap_or_default();
         self.drop(now, reason, &format_args!("{what} from {who}"));
         self.observe(now, &v.key, reliability::MISBEHAVIOUR);
+        if self.bans.strike(v.key.as_bytes(), now) {
+            self.banned(now, &v.key);
+        }
+    }
+
+    /// A verified peer went over its rate: a misbehaviour once per second
+    /// it lasts (see [`bans::RATE_STRIKE_SPACING_MS`]).
+    fn over_rate(&mut self, now: Millis, key: &ed25519_dalek::VerifyingKey) {
+        let (counted, banned) = self.bans.rate_strike(key.as_bytes(), now);
+        if counted {
+            self.observe(now, key, reliability::MISBEHAVIOUR);
+        }
+        if banned {
+            self.banned(now, key);
+        }
+    }
+
+    /// A key was just banned: it is no longer a peer to send to, and Slips
+    /// hears its reliability is 0 until the ban ends.
+    fn banned(&mut self, now: Millis, key: &ed25519_dalek::VerifyingKey) {
+        self.stats.bans += 1;
+        let secs_left = self
+            .bans
+            .banned_until(key.as_bytes(), now)
+            .map_or(0, |t| t.saturating_sub(now) / 1000);
+        if let Some(p) = self.peers.get_mut(key) {
+            tracing::warn!(peer = %p.peer_id, secs = secs_left, "peer banned after repeated misbehaviour");
+            p.state = PeerState::Inactive;
+        }
+        self.mark_dirty(now);
+        self.peer_update(now, key, true);
     }
 
     fn observe(&mut self, now: Millis, key: &ed25519_dalek::VerifyingKey, o: Observation) {
@@ -661,7 +912,7 @@ impl Node {
             ip: *self.params.unicast.ip(),
             port: self.params.unicast.port(),
             interval_ms: self.settings.announce_interval_ms,
-            last_bcast: 0,
+            last_bcast: self.outbox.last_bcast,
         };
         self.send(now, Destination::Multicast, Kind::Announce, &body);
     }
@@ -705,6 +956,16 @@ impl Node {
             self.mark_dirty(now);
         }
         self.sources.prune(now);
+        for ended in self.bans.prune(now) {
+            let key = self.peers.iter().find(|p| *p.key.as_bytes() == ended).map(|p| p.key);
+            if let Some(key) = key {
+                // Its real reliability again (misbehaviour included).
+                self.peer_update(now, &key, true);
+            }
+        }
+        let d = &self.settings.delivery;
+        self.outbox
+            .prune(now, d.retain_broadcasts, d.retain_broadcast_ms);
         self.drop_log.flush(now);
         if self.dirty_since_ms.is_some()
             && now.saturating_sub(self.last_save_ms) >= self.settings.save_interval_ms
@@ -748,10 +1009,15 @@ impl Node {
     fn peer_update(&mut self, now: Millis, key: &ed25519_dalek::VerifyingKey, force: bool) {
         let params = self.settings.reliability;
         let delta = self.settings.report_delta;
+        let banned = self.bans.is_banned(key.as_bytes(), now);
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        let r = peer.reliability.value(now, &params);
+        let r = if banned {
+            0.0
+        } else {
+            peer.reliability.value(now, &params)
+        };
         let due = match peer.reported_reliability {
             None => true,
             Some(old) => (r - old).abs() >= delta,
@@ -813,5 +1079,7 @@ fn wire_reason(e: WireError) -> DropReason {
     }
 }
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

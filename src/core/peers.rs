@@ -1,5 +1,6 @@
 //! The peer table: every peer we know, keyed by its public key.
 
+use super::delivery::RxState;
 use super::limits::TokenBucket;
 use super::reliability::Reliability;
 use crate::peerstore::StoredPeer;
@@ -35,6 +36,19 @@ impl PeerState {
     }
 }
 
+/// What we keep per instance (process start) of a peer.
+#[derive(Debug, Clone)]
+pub struct InstanceState {
+    /// Random id the peer chose at start.
+    pub instance: u64,
+    /// Sequence numbers seen (replay protection).
+    pub replay: ReplayWindow,
+    /// Last verified datagram of this instance.
+    pub last_used_ms: u64,
+    /// Delivery state (deduplication, repair).
+    pub rx: RxState,
+}
+
 /// One known peer.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -64,8 +78,8 @@ pub struct Peer {
     pub reliability: Reliability,
     /// Last reliability told to Slips.
     pub reported_reliability: Option<f64>,
-    /// Replay windows of the latest instances: (instance, window, last use).
-    pub windows: Vec<(u64, ReplayWindow, u64)>,
+    /// State of the peer's latest instances (bounded).
+    pub instances: Vec<InstanceState>,
     /// Per-peer rate limit.
     pub bucket: TokenBucket,
 }
@@ -73,32 +87,48 @@ pub struct Peer {
 impl Peer {
     /// Whether `(instance, seq)` would be new.
     pub fn will_accept(&self, instance: u64, seq: u64) -> bool {
-        self.windows
+        self.instances
             .iter()
-            .find(|(i, _, _)| *i == instance)
-            .is_none_or(|(_, w, _)| w.will_accept(seq))
+            .find(|i| i.instance == instance)
+            .is_none_or(|i| i.replay.will_accept(seq))
     }
 
-    /// Records `(instance, seq)` after verification.
-    pub fn commit(&mut self, instance: u64, seq: u64, now_ms: u64) -> bool {
-        if let Some((_, w, used)) = self.windows.iter_mut().find(|(i, _, _)| *i == instance) {
-            *used = now_ms;
-            return w.commit(seq);
+    /// Records `(instance, seq)` after verification; returns the
+    /// instance's state, or `None` for a replay.
+    pub fn commit(&mut self, instance: u64, seq: u64, now_ms: u64) -> Option<&mut InstanceState> {
+        let pos = match self.instances.iter().position(|i| i.instance == instance) {
+            Some(p) => p,
+            None => {
+                if self.instances.len() >= INSTANCES_KEPT
+                    && let Some(oldest) = self
+                        .instances
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, i)| i.last_used_ms)
+                        .map(|(p, _)| p)
+                {
+                    self.instances.swap_remove(oldest);
+                }
+                self.instances.push(InstanceState {
+                    instance,
+                    replay: ReplayWindow::new(),
+                    last_used_ms: now_ms,
+                    rx: RxState::default(),
+                });
+                self.instances.len() - 1
+            }
+        };
+        let state = self.instances.get_mut(pos)?;
+        if !state.replay.commit(seq) {
+            return None;
         }
-        if self.windows.len() >= INSTANCES_KEPT
-            && let Some(oldest) = self
-                .windows
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, (_, _, used))| *used)
-                .map(|(i, _)| i)
-        {
-            self.windows.swap_remove(oldest);
-        }
-        let mut w = ReplayWindow::new();
-        let ok = w.commit(seq);
-        self.windows.push((instance, w, now_ms));
-        ok
+        state.last_used_ms = now_ms;
+        Some(state)
+    }
+
+    /// The state of one instance, if known.
+    pub fn instance_mut(&mut self, instance: u64) -> Option<&mut InstanceState> {
+        self.instances.iter_mut().find(|i| i.instance == instance)
     }
 
     /// The persisted form.

@@ -49,6 +49,8 @@ pub enum DropReason {
     UnknownRecipient,
     /// Slips' payload does not fit in one datagram.
     TooLargeToSend,
+    /// The key is banned for repeated misbehaviour (dropped unverified).
+    Banned,
 }
 
 impl DropReason {
@@ -77,6 +79,7 @@ impl DropReason {
             Self::AddressMismatch => "address_mismatch",
             Self::UnknownRecipient => "unknown_recipient",
             Self::TooLargeToSend => "too_large_to_send",
+            Self::Banned => "banned",
         }
     }
 
@@ -101,6 +104,14 @@ pub struct Stats {
     pub datagrams_out: u64,
     /// Messages handed to Slips.
     pub to_slips: u64,
+    /// Broadcast copies and directed retransmissions sent.
+    pub retransmissions: u64,
+    /// Broadcasts resent because a peer asked (nack).
+    pub repairs: u64,
+    /// Directed messages given up on (no acknowledgement by the deadline).
+    pub directed_expired: u64,
+    /// Keys banned for repeated misbehaviour.
+    pub bans: u64,
     /// Drops by reason.
     pub dropped: BTreeMap<DropReason, u64>,
 }

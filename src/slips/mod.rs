@@ -391,3 +391,72 @@ mod tests {
         assert!(!v.accept(Some("1.1.21")));
     }
 }
+
+/// Property tests: nothing Slips (or anyone who can publish on its Redis)
+/// sends makes the pygo parser panic.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// JSON values of any shape, a few levels deep.
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            ".{0,20}".prop_map(serde_json::Value::from),
+            prop_oneof![
+                Just("message"),
+                Just("recipient"),
+                Just("text"),
+                Just("version"),
+                Just("stop_process"),
+                Just("*"),
+            ]
+            .prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("message".to_owned()),
+                        Just("recipient".to_owned()),
+                        Just("text".to_owned()),
+                        Just("version".to_owned()),
+                        ".{0,8}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn any_text_never_panics(raw in ".{0,400}") {
+            let _ = parse_pygo(&raw);
+        }
+
+        /// Any JSON parses or is refused with a typed error; a `Send` always
+        /// has a non-empty message and recipient.
+        #[test]
+        fn any_json_never_panics(v in json()) {
+            match parse_pygo(&v.to_string()) {
+                Ok(FromSlips::Send { message, recipient, .. }) => {
+                    prop_assert!(!message.is_empty());
+                    if let Recipient::Peer(p) = recipient {
+                        prop_assert!(!p.is_empty() && p != "*");
+                    }
+                }
+                Ok(FromSlips::Stop { .. }) | Err(_) => {}
+            }
+        }
+    }
+}

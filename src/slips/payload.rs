@@ -261,3 +261,134 @@ mod tests {
         }
     }
 }
+
+/// Property tests: no payload a peer can send makes validation panic, and
+/// whatever passes really has the shape Slips needs.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            (-2.0f64..2.0).prop_map(Value::from),
+            prop_oneof![
+                Just("request"),
+                Just("report"),
+                Just("blame"),
+                Just("ip"),
+                Just("score_confidence"),
+                Just("1.2.3.4"),
+                Just("fe80::1%eth0"),
+                Just("10.0.0.9:4001"),
+            ]
+            .prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        let keys = prop_oneof![
+            Just("message_type".to_owned()),
+            Just("key_type".to_owned()),
+            Just("key".to_owned()),
+            Just("evaluation_type".to_owned()),
+            Just("evaluation".to_owned()),
+            Just("score".to_owned()),
+            Just("confidence".to_owned()),
+            ".{0,6}",
+        ];
+        leaf.prop_recursive(3, 32, 8, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(keys.clone(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// One of `good` three times in four, else any JSON.
+    fn mostly(good: &'static [&'static str]) -> impl Strategy<Value = Value> {
+        prop_oneof![
+            3 => proptest::sample::select(good).prop_map(Value::from),
+            1 => json(),
+        ]
+    }
+
+    /// What a payload that passed must be.
+    fn assert_well_formed(b64: &str, valid: &ValidPayload) {
+        let b64 = b64.strip_suffix('\n').unwrap_or(b64);
+        assert!(b64.is_ascii());
+        let v: Value = serde_json::from_slice(&BASE64_STANDARD.decode(b64).unwrap()).unwrap();
+        let obj = v.as_object().unwrap();
+        assert!(
+            ["request", "report", "blame"].contains(&obj["message_type"].as_str().unwrap())
+        );
+        assert_eq!(obj["key"].as_str(), Some(valid.key.as_str()));
+        assert!(is_ip(&valid.key));
+        if valid.kind != PayloadKind::Request {
+            if let Some(eval) = obj["evaluation"].as_object() {
+                let score = eval["score"].as_f64().unwrap();
+                let confidence = eval["confidence"].as_f64().unwrap();
+                assert!(score.is_finite() && (-1.0..=1.0).contains(&score));
+                assert!(confidence.is_finite() && (0.0..=1.0).contains(&confidence));
+            } else {
+                assert_eq!(valid.kind, PayloadKind::Report);
+                assert!(obj["evaluation"].is_null());
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn any_text_never_panics(s in ".{0,300}") {
+            if let Ok(v) = validate(&s) {
+                assert_well_formed(&s, &v);
+            }
+        }
+
+        #[test]
+        fn any_bytes_as_base64_never_panic(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let s = BASE64_STANDARD.encode(&b);
+            if let Ok(v) = validate(&s) {
+                assert_well_formed(&s, &v);
+            }
+        }
+
+        /// JSON of any shape, biased towards Slips' field names and values,
+        /// so many cases get deep into the checks.
+        #[test]
+        fn any_json_never_panics(v in json(), newline in any::<bool>()) {
+            let mut s = BASE64_STANDARD.encode(v.to_string());
+            if newline {
+                s.push('\n');
+            }
+            if let Ok(valid) = validate(&s) {
+                assert_well_formed(&s, &valid);
+            }
+        }
+
+        /// Nearly valid reports: every field usually good, sometimes not.
+        #[test]
+        fn nearly_valid_reports(
+            mt in mostly(&["request", "report", "blame"]),
+            kt in mostly(&["ip"]),
+            key in mostly(&["1.2.3.4", "::1", "fe80::1%eth0", "10.0.0.9:4001", "01.2.3.4"]),
+            et in mostly(&["score_confidence"]),
+            score in prop_oneof![3 => (-1.5f64..1.5).prop_map(Value::from), 1 => json()],
+            conf in prop_oneof![3 => (-0.5f64..1.5).prop_map(Value::from), 1 => json()],
+        ) {
+            let v = serde_json::json!({
+                "message_type": mt, "key_type": kt, "key": key, "evaluation_type": et,
+                "evaluation": {"score": score, "confidence": conf},
+            });
+            let s = BASE64_STANDARD.encode(v.to_string());
+            if let Ok(valid) = validate(&s) {
+                assert_well_formed(&s, &valid);
+            }
+        }
+    }
+}

@@ -461,3 +461,226 @@ mod tests {
         }
     }
 }
+
+/// Property tests: whatever arrives, parsing and verification never panic,
+/// and nothing but an untouched sealed datagram verifies.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A sealed datagram of any kind, key and stamp.
+    fn sealed() -> impl Strategy<Value = Vec<u8>> {
+        (
+            any::<[u8; 32]>(),
+            0..=MAX_SAFE_INT,
+            1..=MAX_SAFE_INT,
+            0..=MAX_SAFE_INT,
+            0u8..3,
+            ".{0,200}",
+            any::<u64>(),
+        )
+            .prop_filter_map(
+                "too large to seal",
+                |(seed, instance, seq, ts_ms, kind, text, n)| {
+                    let key = SigningKey::from_bytes(&seed);
+                    let stamp = Stamp {
+                        instance,
+                        seq,
+                        ts_ms,
+                    };
+                    match kind {
+                        0 => seal(
+                            &key,
+                            "slips",
+                            stamp,
+                            Kind::Announce,
+                            &AnnounceBody {
+                                ip: Ipv4Addr::from(n as u32),
+                                port: (n >> 32) as u16,
+                                interval_ms: n,
+                                last_bcast: n,
+                            },
+                        ),
+                        1 => seal(
+                            &key,
+                            "slips",
+                            stamp,
+                            Kind::Data,
+                            &DataBody {
+                                id: n,
+                                to: (n % 2 == 0).then(|| text.clone()),
+                                payload: text,
+                            },
+                        ),
+                        _ => seal(&key, "slips", stamp, Kind::Goodbye, &GoodbyeBody {}),
+                    }
+                },
+            )
+    }
+
+    /// One way of damaging a datagram.
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Flip(usize, u8),
+        Insert(usize, u8),
+        Remove(usize),
+        Truncate(usize),
+        Overwrite(usize, Vec<u8>),
+        Duplicate(usize, usize),
+        /// The signature of another sealed datagram.
+        ForeignSignature(Vec<u8>),
+        /// One header field of `M` set to another JSON value, `M`
+        /// re-serialised, the original signature kept.
+        EditField(usize, serde_json::Value),
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            ".{0,40}".prop_map(serde_json::Value::from),
+            Just(serde_json::json!({})),
+            Just(serde_json::json!([1])),
+        ]
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (any::<usize>(), 1u8..=255).prop_map(|(i, m)| Mutation::Flip(i, m)),
+            (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+            any::<usize>().prop_map(Mutation::Remove),
+            any::<usize>().prop_map(Mutation::Truncate),
+            (
+                any::<usize>(),
+                proptest::collection::vec(any::<u8>(), 1..16)
+            )
+                .prop_map(|(i, b)| Mutation::Overwrite(i, b)),
+            (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::Duplicate(a, b)),
+            sealed().prop_map(Mutation::ForeignSignature),
+            (any::<usize>(), json_value()).prop_map(|(f, v)| Mutation::EditField(f, v)),
+        ]
+    }
+
+    fn apply(d: &[u8], m: &Mutation) -> Vec<u8> {
+        let mut t = d.to_vec();
+        if t.is_empty() {
+            return t;
+        }
+        let at = |i: usize| i % t.len().max(1);
+        match m {
+            Mutation::Flip(i, mask) => {
+                let i = at(*i);
+                t[i] ^= mask;
+            }
+            Mutation::Insert(i, b) => t.insert(at(*i), *b),
+            Mutation::Remove(i) => {
+                t.remove(at(*i));
+            }
+            Mutation::Truncate(n) => t.truncate(n % t.len()),
+            Mutation::Overwrite(i, bytes) => {
+                let i = at(*i);
+                for (k, b) in bytes.iter().enumerate() {
+                    if let Some(x) = t.get_mut(i + k) {
+                        *x = *b;
+                    }
+                }
+            }
+            Mutation::Duplicate(a, b) => {
+                let (a, b) = (at(*a), at(*b));
+                let piece = t[a.min(b)..a.max(b)].to_vec();
+                t.splice(a..a, piece);
+            }
+            Mutation::ForeignSignature(other) => {
+                let (n, len) = (SUFFIX_LEN, t.len());
+                if len >= n {
+                    t[len - n..].copy_from_slice(&other[other.len() - n..]);
+                }
+            }
+            Mutation::EditField(f, v) => {
+                // Only while the datagram is still framed and M an object.
+                if t.len() < PREFIX.len() + SUFFIX_LEN {
+                    return t;
+                }
+                let m = &t[PREFIX.len()..t.len() - SUFFIX_LEN];
+                let Ok(mut header) =
+                    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(m)
+                else {
+                    return t;
+                };
+                let fields = ["v", "net", "pk", "inst", "seq", "ts", "kind", "body"];
+                header.insert(fields[f % fields.len()].to_owned(), v.clone());
+                let mut out = PREFIX.to_vec();
+                out.extend_from_slice(&serde_json::to_vec(&header).unwrap());
+                out.extend_from_slice(&t[t.len() - SUFFIX_LEN..]);
+                t = out;
+            }
+        }
+        t
+    }
+
+    fn check(d: &[u8]) -> Result<Verified<'_>, WireError> {
+        let u = Unverified::parse(d, "slips")?;
+        let _ = (u.claimed_key(), u.stamp());
+        u.verify("slips")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Arbitrary bytes never panic and never verify.
+        #[test]
+        fn arbitrary_bytes_are_rejected(d in proptest::collection::vec(any::<u8>(), 0..1500)) {
+            prop_assert!(check(&d).is_err());
+        }
+
+        /// Well-framed garbage reaches the header parser and the signature
+        /// check; it never panics and never verifies.
+        #[test]
+        fn framed_garbage_is_rejected(m in ".{0,300}", sig in "[A-Za-z0-9+/]{86}==") {
+            let d = format!("{{\"m\":{m},\"sig\":\"{sig}\"}}");
+            prop_assert!(check(d.as_bytes()).is_err());
+        }
+
+        /// A sealed datagram verifies; any change to it makes it fail.
+        #[test]
+        fn only_untouched_datagrams_verify(
+            d in sealed(),
+            ms in proptest::collection::vec(mutation(), 1..4),
+        ) {
+            prop_assert!(check(&d).is_ok());
+            let mut t = d.clone();
+            for m in &ms {
+                if !t.is_empty() {
+                    t = apply(&t, m);
+                }
+            }
+            if t == d {
+                prop_assert!(check(&t).is_ok(), "untouched datagram rejected");
+            } else {
+                prop_assert!(check(&t).is_err(), "mutated datagram verified: {:?}", ms);
+            }
+        }
+
+        /// Bodies of every type parse from any verified body without
+        /// panicking (errors are fine).
+        #[test]
+        fn bodies_of_any_shape_never_panic(body in "[ -~]{0,200}", seed in any::<[u8; 32]>()) {
+            let key = SigningKey::from_bytes(&seed);
+            let raw = serde_json::value::RawValue::from_string(body.clone());
+            if let Ok(raw) = raw {
+                if let Some(d) = seal(&key, "slips", Stamp { instance: 1, seq: 1, ts_ms: 1 }, Kind::Data, &raw) {
+                    let v = check(&d).unwrap();
+                    let _ = v.body::<AnnounceBody>();
+                    let _ = v.body::<DataBody>();
+                    let _ = v.body::<AckBody>();
+                    let _ = v.body::<DigestBody>();
+                    let _ = v.body::<NackBody>();
+                    let _ = v.body::<GoodbyeBody>();
+                }
+            }
+        }
+    }
+}

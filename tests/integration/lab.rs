@@ -578,6 +578,91 @@ impl Lab {
         self.lab_sh(&["heal", &self.name, &i.to_string()]);
     }
 
+    /// `lab.sh`'s state directory of host `i` (`$LAB_STATE/NAME/hI`): its
+    /// Redis' pid file, log and working directory.
+    pub fn host_state_dir(&self, i: usize) -> PathBuf {
+        self.check_host(i);
+        let root = std::env::var_os("LAB_STATE").unwrap_or_else(|| "/tmp/pigeon-lab".into());
+        PathBuf::from(root).join(&self.name).join(format!("h{i}"))
+    }
+
+    /// Whether host `i`'s Redis answers PING.
+    pub fn redis_up(&self, i: usize) -> bool {
+        self.run_in(i, || redis_ping(LAB_REDIS_PORT))
+    }
+
+    /// Stops host `i`'s Redis (`SHUTDOWN NOSAVE`, as an operator would)
+    /// and waits until it no longer answers and its process is gone (at
+    /// most 5 s). Clients see their connections closed.
+    pub fn stop_redis(&self, i: usize) {
+        let pidfile = self.host_state_dir(i).join("redis.pid");
+        let pid = fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        // The reply is lost when the server closes the connection; the
+        // polls below are the check.
+        let _ = self.exec(
+            i,
+            Command::new("redis-cli").args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &LAB_REDIS_PORT.to_string(),
+                "shutdown",
+                "nosave",
+            ]),
+        );
+        let deadline = Instant::now() + REDIS_READY_TIMEOUT;
+        while self.redis_up(i) || pid.is_some_and(process_alive) {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server of host {i} (pid {pid:?}) did not stop within {REDIS_READY_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts host `i`'s Redis again with the command line of `lab.sh up`
+    /// (empty dataset) and waits until it answers PING (at most 5 s).
+    pub fn start_redis(&self, i: usize) {
+        let dir = self.host_state_dir(i);
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &LAB_REDIS_PORT.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "yes"])
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--pidfile")
+            .arg(dir.join("redis.pid"))
+            .arg("--logfile")
+            .arg(dir.join("redis.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let out = self
+            .exec(i, &mut cmd)
+            .unwrap_or_else(|e| panic!("cannot run redis-server in host {i}: {e}"));
+        assert!(
+            out.status.success(),
+            "redis-server in host {i}: {}",
+            out.status
+        );
+        let deadline = Instant::now() + REDIS_READY_TIMEOUT;
+        while !self.redis_up(i) {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server of host {i} did not answer PING within {REDIS_READY_TIMEOUT:?}:\n{}",
+                fs::read_to_string(dir.join("redis.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// [`Lab::stop_redis`], `down_for`, then [`Lab::start_redis`].
+    pub fn restart_redis(&self, i: usize, down_for: Duration) {
+        self.stop_redis(i);
+        std::thread::sleep(down_for);
+        self.start_redis(i);
+    }
+
     /// `lab.sh status` output.
     pub fn status(&self) -> String {
         let out = run_ok(Command::new(lab_script()).args(["status", &self.name]));
@@ -636,8 +721,20 @@ fn reap_stale_labs() {
     }
 }
 
+/// Whether process `pid` exists and is not a zombie (an orphan's exit may
+/// never be reaped by PID 1 in a container).
+pub fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // the state follows the parenthesised command name
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
 /// Opens `path` for appending, creating it.
-fn append(path: &Path) -> io::Result<File> {
+pub fn append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 

@@ -3,6 +3,7 @@
 //! Everything that uses sockets runs inside private network namespaces
 //! created by `scripts/lab.sh` (see `lab.rs`), never in the root namespace.
 
+mod e2e;
 mod lab;
 mod redis_bridge;
 mod slips_checks;

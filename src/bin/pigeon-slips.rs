@@ -1,0 +1,1177 @@
+//! `pigeon-slips`: a small stand-in for Slips' side of the Redis contract.
+//!
+//! Slips talks to its pigeon only through two Redis pub/sub channels. This
+//! tool plays Slips there, so the demo and the benchmarks can drive real
+//! pigeons without a Slips installation:
+//!
+//! * `request` and `report` publish on `p2p_pygo` exactly the bytes Slips
+//!   1.1.21 publishes (Python `json.dumps` separators, same key order);
+//! * `listen`, `respond` and `peers` read `p2p_gopy`, check each message
+//!   against what Slips accepts (a wrong or missing `version` means Slips
+//!   drops it unseen) and print one readable line per message;
+//! * `respond` answers every peer's request with a report to that peer,
+//!   as Slips does when it has data about the IP.
+//!
+//! It connects to `--redis` (default `redis://127.0.0.1:6379/0`): the
+//! loopback of whatever network namespace it is started in. The demo starts
+//! it inside lab hosts with `scripts/lab.sh exec NAME I pigeon-slips ...`.
+//!
+//! Exit status: 0 success; 1 an expectation was not met (`--count`,
+//! `--expect`, `--require-subscriber`) or a message Slips would drop was
+//! seen; 2 bad usage or Redis unreachable.
+
+use anyhow::{Context as _, anyhow, bail};
+use base64::Engine as _;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379/0";
+/// Slips' VERSION file content for the release pigeon targets.
+const DEFAULT_VERSION: &str = "1.1.21";
+const DEFAULT_SECONDS: u64 = 30;
+/// Every wait is bounded; an hour is far beyond any demo or benchmark.
+const MAX_SECONDS: u64 = 3600;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest payload excerpt shown for a message Slips would refuse.
+const EXCERPT: usize = 160;
+
+const USAGE: &str = "\
+usage: pigeon-slips [OPTIONS] COMMAND [ARGS]
+
+Plays Slips' side of the Redis contract with a pigeon (Slips 1.1.21).
+
+commands:
+  request --ip IP [--require-subscriber]
+        ask the network about IP (a request to every peer), as Slips does
+  report --ip IP --score S --confidence C [--recipient PEER|*] [--type report|blame]
+               [--require-subscriber]
+        share a report (recipient *), answer one peer (recipient PEER) or blame
+  listen [--seconds N] [--count N] [--only go_data|peer_update]
+        print one line per message the pigeon delivers to Slips
+  respond --score S --confidence C [--seconds N] [--count N]
+        answer every peer's request with a report to that peer
+  peers [--seconds N] [--expect N]
+        collect peer updates, then print a table
+
+options (before or after the command):
+  --redis URL       Redis shared with the pigeon (default redis://127.0.0.1:6379/0)
+  --version V       Slips VERSION put in scrolls and required in messages (default 1.1.21)
+  --pygo CHANNEL    Slips -> pigeon channel (default p2p_pygo)
+  --gopy CHANNEL    pigeon -> Slips channel (default p2p_gopy)
+  -h, --help        this text
+
+Waits end after --seconds (default 30), or earlier once --count messages
+(listen, respond: answers) or --expect peers with an IP (peers) were seen;
+an unmet --count or --expect exits 1. Scores keep the form typed: 1 is sent
+as 1, 1.0 as 1.0. Exit status: 0 ok, 1 expectation unmet or a message Slips
+would drop, 2 usage error or Redis unreachable.";
+
+// ------------------------------------------------------------------ arguments
+
+/// Options shared by every command.
+#[derive(Debug, Clone, PartialEq)]
+struct Common {
+    redis: String,
+    version: String,
+    pygo: String,
+    gopy: String,
+}
+
+/// `report` or `blame`: the inner `message_type` of an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Report,
+    Blame,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Report => "report",
+            Kind::Blame => "blame",
+        }
+    }
+}
+
+/// Which gopy messages `listen` shows and counts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Only {
+    GoData,
+    PeerUpdate,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Cmd {
+    Help,
+    Request {
+        ip: String,
+        require_subscriber: bool,
+    },
+    Report {
+        ip: String,
+        score: String,
+        confidence: String,
+        recipient: String,
+        kind: Kind,
+        require_subscriber: bool,
+    },
+    Listen {
+        seconds: u64,
+        count: Option<u64>,
+        only: Option<Only>,
+    },
+    Respond {
+        score: String,
+        confidence: String,
+        seconds: u64,
+        count: Option<u64>,
+    },
+    Peers {
+        seconds: u64,
+        expect: Option<usize>,
+    },
+}
+
+/// Options given on the command line, before knowing which command uses
+/// which.
+#[derive(Default)]
+struct Raw {
+    values: BTreeMap<String, String>,
+    flags: Vec<String>,
+    command: Option<String>,
+}
+
+const VALUE_OPTIONS: &[&str] = &[
+    "redis",
+    "version",
+    "pygo",
+    "gopy",
+    "ip",
+    "score",
+    "confidence",
+    "recipient",
+    "type",
+    "seconds",
+    "count",
+    "only",
+    "expect",
+];
+const FLAG_OPTIONS: &[&str] = &["require-subscriber", "help"];
+
+/// Which options each command accepts (besides the common ones).
+fn allowed(command: &str) -> Option<&'static [&'static str]> {
+    Some(match command {
+        "request" => &["ip", "require-subscriber"],
+        "report" => &[
+            "ip",
+            "score",
+            "confidence",
+            "recipient",
+            "type",
+            "require-subscriber",
+        ],
+        "listen" => &["seconds", "count", "only"],
+        "respond" => &["score", "confidence", "seconds", "count"],
+        "peers" => &["seconds", "expect"],
+        _ => return None,
+    })
+}
+
+fn parse_args(args: &[String]) -> anyhow::Result<(Common, Cmd)> {
+    let mut raw = Raw::default();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        if arg == "-h" {
+            raw.flags.push("help".to_owned());
+            continue;
+        }
+        let Some(opt) = arg.strip_prefix("--") else {
+            if raw.command.is_some() {
+                bail!("unexpected argument \"{arg}\"");
+            }
+            raw.command = Some(arg.clone());
+            continue;
+        };
+        let (name, inline) = match opt.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_owned())),
+            None => (opt, None),
+        };
+        if FLAG_OPTIONS.contains(&name) {
+            if inline.is_some() {
+                bail!("--{name} takes no value");
+            }
+            raw.flags.push(name.to_owned());
+        } else if VALUE_OPTIONS.contains(&name) {
+            let value = match inline {
+                Some(v) => v,
+                None => {
+                    let v = args
+                        .get(i)
+                        .ok_or_else(|| anyhow!("--{name} needs a value"))?;
+                    i += 1;
+                    v.clone()
+                }
+            };
+            if raw.values.insert(name.to_owned(), value).is_some() {
+                bail!("--{name} given twice");
+            }
+        } else {
+            bail!("unknown option --{name}");
+        }
+    }
+
+    let common = Common {
+        redis: take(&mut raw, "redis").unwrap_or_else(|| DEFAULT_REDIS.to_owned()),
+        version: take(&mut raw, "version").unwrap_or_else(|| DEFAULT_VERSION.to_owned()),
+        pygo: take(&mut raw, "pygo").unwrap_or_else(|| "p2p_pygo".to_owned()),
+        gopy: take(&mut raw, "gopy").unwrap_or_else(|| "p2p_gopy".to_owned()),
+    };
+    if common.version.is_empty() || !common.version.chars().all(|c| c.is_ascii_graphic()) {
+        bail!("--version must be printable ASCII, got {:?}", common.version);
+    }
+    if common.pygo == common.gopy {
+        bail!("--pygo and --gopy must differ");
+    }
+    if raw.flags.iter().any(|f| f == "help") {
+        return Ok((common, Cmd::Help));
+    }
+    let command = raw
+        .command
+        .clone()
+        .ok_or_else(|| anyhow!("no command given"))?;
+    let accepted = allowed(&command).ok_or_else(|| anyhow!("unknown command \"{command}\""))?;
+    for name in raw.values.keys().chain(raw.flags.iter()) {
+        if !accepted.contains(&name.as_str()) {
+            bail!("{command} does not take --{name}");
+        }
+    }
+    let require_subscriber = raw.flags.iter().any(|f| f == "require-subscriber");
+    let cmd = match command.as_str() {
+        "request" => Cmd::Request {
+            ip: ip_arg(&mut raw)?,
+            require_subscriber,
+        },
+        "report" => Cmd::Report {
+            ip: ip_arg(&mut raw)?,
+            score: number_arg(&mut raw, "score", -1.0, 1.0)?,
+            confidence: number_arg(&mut raw, "confidence", 0.0, 1.0)?,
+            recipient: recipient_arg(take(&mut raw, "recipient"))?,
+            kind: match take(&mut raw, "type").as_deref() {
+                None | Some("report") => Kind::Report,
+                Some("blame") => Kind::Blame,
+                Some(other) => bail!("--type must be report or blame, got \"{other}\""),
+            },
+            require_subscriber,
+        },
+        "listen" => Cmd::Listen {
+            seconds: seconds_arg(&mut raw)?,
+            count: uint_arg(&mut raw, "count")?,
+            only: match take(&mut raw, "only").as_deref() {
+                None => None,
+                Some("go_data") => Some(Only::GoData),
+                Some("peer_update") => Some(Only::PeerUpdate),
+                Some(other) => bail!("--only must be go_data or peer_update, got \"{other}\""),
+            },
+        },
+        "respond" => Cmd::Respond {
+            score: number_arg(&mut raw, "score", -1.0, 1.0)?,
+            confidence: number_arg(&mut raw, "confidence", 0.0, 1.0)?,
+            seconds: seconds_arg(&mut raw)?,
+            count: uint_arg(&mut raw, "count")?,
+        },
+        "peers" => Cmd::Peers {
+            seconds: seconds_arg(&mut raw)?,
+            expect: uint_arg(&mut raw, "expect")?
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        },
+        _ => unreachable!("checked by allowed()"),
+    };
+    Ok((common, cmd))
+}
+
+fn take(raw: &mut Raw, name: &str) -> Option<String> {
+    raw.values.remove(name)
+}
+
+/// `--ip`: what Slips sends is always an address Python's `ipaddress`
+/// accepts; anything else would only test the pigeon's error paths.
+fn ip_arg(raw: &mut Raw) -> anyhow::Result<String> {
+    let ip = take(raw, "ip").ok_or_else(|| anyhow!("--ip is required"))?;
+    ip.parse::<IpAddr>()
+        .map_err(|_| anyhow!("--ip: \"{ip}\" is not an IP address"))?;
+    Ok(ip)
+}
+
+/// A score or confidence, rendered as Python's `json.dumps` would render
+/// the number Slips holds: an integer stays an integer, a float is
+/// written as `repr(float)`.
+fn number_arg(raw: &mut Raw, name: &str, low: f64, high: f64) -> anyhow::Result<String> {
+    let text = take(raw, name).ok_or_else(|| anyhow!("--{name} is required"))?;
+    let (value, rendered) = if let Ok(n) = text.parse::<i64>() {
+        (n as f64, n.to_string())
+    } else {
+        let x: f64 = text
+            .parse()
+            .map_err(|_| anyhow!("--{name}: \"{text}\" is not a number"))?;
+        (x, py_float_repr(x))
+    };
+    if !value.is_finite() || value < low || value > high {
+        bail!("--{name} must be a number in [{low}, {high}], got {text}");
+    }
+    Ok(rendered)
+}
+
+/// `*` or a peer id (base58 / base32 characters only, as libp2p ids are).
+fn recipient_arg(value: Option<String>) -> anyhow::Result<String> {
+    let r = value.unwrap_or_else(|| "*".to_owned());
+    if r != "*" && (r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric())) {
+        bail!("--recipient must be * or a peer id, got \"{r}\"");
+    }
+    Ok(r)
+}
+
+fn seconds_arg(raw: &mut Raw) -> anyhow::Result<u64> {
+    let s = uint_arg(raw, "seconds")?.unwrap_or(DEFAULT_SECONDS);
+    if s == 0 || s > MAX_SECONDS {
+        bail!("--seconds must be in 1..={MAX_SECONDS}, got {s}");
+    }
+    Ok(s)
+}
+
+fn uint_arg(raw: &mut Raw, name: &str) -> anyhow::Result<Option<u64>> {
+    take(raw, name)
+        .map(|v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| anyhow!("--{name} must be a positive integer, got \"{v}\""))
+        })
+        .transpose()
+}
+
+// ------------------------------------------------------------------ Slips' bytes
+
+/// Python's `repr(float)`: shortest round-trip digits, exponent form below
+/// 1e-4 and from 1e16 on, and always a `.0` on integral values.
+fn py_float_repr(x: f64) -> String {
+    if x.is_nan() {
+        return "NaN".to_owned();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "Infinity" } else { "-Infinity" }.to_owned();
+    }
+    let sign = if x.is_sign_negative() { "-" } else { "" };
+    let sci = format!("{:e}", x.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let decpt = exp + 1;
+    let body = if (-4..16).contains(&exp) {
+        if decpt <= 0 {
+            format!("0.{}{digits}", "0".repeat(decpt.unsigned_abs() as usize))
+        } else if decpt as usize >= digits.len() {
+            format!("{digits}{}.0", "0".repeat(decpt as usize - digits.len()))
+        } else {
+            let (int, frac) = digits.split_at(decpt as usize);
+            format!("{int}.{frac}")
+        }
+    } else {
+        let (first, rest) = digits.split_at(1);
+        let frac = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        let esign = if exp < 0 { '-' } else { '+' };
+        format!("{first}{frac}e{esign}{:02}", exp.unsigned_abs())
+    };
+    format!("{sign}{body}")
+}
+
+/// A JSON string as Python's `json.dumps` writes it (`ensure_ascii`).
+fn py_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(c),
+            c => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Slips' `build_go_message`: keys in this order, `", "` and `": "`
+/// separators. `evaluation` is `(score, confidence)` already rendered.
+fn go_message(message_type: &str, ip: &str, evaluation: Option<(&str, &str)>) -> String {
+    let mut text = format!(
+        "{{\"message_type\": {}, \"key_type\": \"ip\", \"key\": {}, \"evaluation_type\": \"score_confidence\"",
+        py_str(message_type),
+        py_str(ip)
+    );
+    if let Some((score, confidence)) = evaluation {
+        text.push_str(&format!(
+            ", \"evaluation\": {{\"score\": {score}, \"confidence\": {confidence}}}"
+        ));
+    }
+    text.push('}');
+    text
+}
+
+/// The scroll Slips publishes on pygo: `{"message": "<b64>", "recipient":
+/// "*", "version": "1.1.21"}`.
+fn scroll(inner: &str, recipient: &str, version: &str) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(inner.as_bytes());
+    format!(
+        "{{\"message\": {}, \"recipient\": {}, \"version\": {}}}",
+        py_str(&b64),
+        py_str(recipient),
+        py_str(version)
+    )
+}
+
+// ------------------------------------------------------------------ what Slips accepts
+
+/// One gopy message as Slips would see it.
+#[derive(Debug, Clone, PartialEq)]
+enum Gopy {
+    GoData {
+        reporter: String,
+        report_time: i64,
+        inner: Inner,
+    },
+    PeerUpdate {
+        peerid: String,
+        ip: Option<String>,
+        reliability: Option<String>,
+        timestamp: i64,
+    },
+}
+
+/// The decoded payload of a go_data.
+#[derive(Debug, Clone, PartialEq)]
+struct Inner {
+    message_type: String,
+    key: String,
+    /// `(score, confidence)` as written; `None` for a request or a report
+    /// with `"evaluation": null` ("no data").
+    evaluation: Option<(String, String)>,
+}
+
+impl Gopy {
+    fn kind(&self) -> Only {
+        match self {
+            Gopy::GoData { .. } => Only::GoData,
+            Gopy::PeerUpdate { .. } => Only::PeerUpdate,
+        }
+    }
+
+    /// One readable line.
+    fn line(&self) -> String {
+        match self {
+            Gopy::GoData {
+                reporter, inner, ..
+            } => {
+                let what = match &inner.evaluation {
+                    Some((s, c)) => format!(
+                        "{} about {}: score {s}, confidence {c}",
+                        inner.message_type, inner.key
+                    ),
+                    None if inner.message_type == "request" => {
+                        format!("request about {}", inner.key)
+                    }
+                    None => format!("{} about {}: no data", inner.message_type, inner.key),
+                };
+                format!("go_data      from {reporter}  {what}")
+            }
+            Gopy::PeerUpdate {
+                peerid,
+                ip,
+                reliability,
+                timestamp,
+            } => format!(
+                "peer_update  {peerid}  ip {}  reliability {}  timestamp {timestamp}",
+                ip.as_deref().unwrap_or("-"),
+                reliability.as_deref().unwrap_or("-"),
+            ),
+        }
+    }
+}
+
+/// Checks one gopy payload the way Slips 1.1.21 reads it, strictly: the
+/// first problem found is returned (Slips would drop the message, or
+/// worse, crash its P2P module on it).
+fn check_gopy(payload: &[u8], version: &str, now: i64) -> Result<Gopy, String> {
+    let text = std::str::from_utf8(payload).map_err(|_| "not UTF-8".to_owned())?;
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = value.as_object().ok_or("not a JSON object")?;
+    match obj.get("version") {
+        None => return Err("no \"version\": Slips drops it unseen".to_owned()),
+        Some(Value::String(v)) if v == version => {}
+        Some(other) => {
+            return Err(format!(
+                "\"version\" is {other}, Slips expects \"{version}\": dropped unseen"
+            ));
+        }
+    }
+    let contents = match obj.get("message_contents") {
+        Some(Value::Object(c)) => c,
+        Some(_) => return Err("\"message_contents\" is not an object".to_owned()),
+        None => return Err("no \"message_contents\"".to_owned()),
+    };
+    match obj.get("message_type").and_then(Value::as_str) {
+        Some("go_data") => check_go_data(contents, now),
+        Some("peer_update") => check_peer_update(contents, now),
+        _ => Err("\"message_type\" is not go_data or peer_update".to_owned()),
+    }
+}
+
+fn check_go_data(c: &Map<String, Value>, now: i64) -> Result<Gopy, String> {
+    let reporter = non_empty_str(c, "reporter")?;
+    let report_time = unix_time(c, "report_time", now)?;
+    let message = c
+        .get("message")
+        .and_then(Value::as_str)
+        .ok_or("\"message\" is not a string")?;
+    if !message.is_ascii() {
+        return Err("\"message\" is not ASCII".to_owned());
+    }
+    let body = message.strip_suffix('\n').unwrap_or(message);
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|e| format!("\"message\" is not base64: {e}"))?;
+    let inner: Value =
+        serde_json::from_slice(&raw).map_err(|e| format!("\"message\" is not JSON: {e}"))?;
+    let inner = inner
+        .as_object()
+        .ok_or("\"message\" is not a JSON object")?;
+    let message_type = match inner.get("message_type").and_then(Value::as_str) {
+        Some(t @ ("request" | "report" | "blame")) => t.to_owned(),
+        _ => return Err("inner \"message_type\" is not request, report or blame".to_owned()),
+    };
+    if inner.get("key_type").and_then(Value::as_str) != Some("ip") {
+        return Err("\"key_type\" is not \"ip\"".to_owned());
+    }
+    let key = inner
+        .get("key")
+        .and_then(Value::as_str)
+        .filter(|k| k.parse::<IpAddr>().is_ok())
+        .ok_or("\"key\" is not an IP address string")?
+        .to_owned();
+    if inner.get("evaluation_type").and_then(Value::as_str) != Some("score_confidence") {
+        return Err("\"evaluation_type\" is not \"score_confidence\"".to_owned());
+    }
+    let evaluation = if message_type == "request" {
+        None
+    } else {
+        match inner.get("evaluation") {
+            None => return Err(format!("{message_type} without \"evaluation\"")),
+            Some(Value::Null) if message_type == "report" => None,
+            Some(Value::Object(e)) => Some((
+                number_in(e, "score", -1.0, 1.0)?,
+                number_in(e, "confidence", 0.0, 1.0)?,
+            )),
+            Some(_) => return Err("\"evaluation\" is not an object".to_owned()),
+        }
+    };
+    Ok(Gopy::GoData {
+        reporter,
+        report_time,
+        inner: Inner {
+            message_type,
+            key,
+            evaluation,
+        },
+    })
+}
+
+fn check_peer_update(c: &Map<String, Value>, now: i64) -> Result<Gopy, String> {
+    let peerid = non_empty_str(c, "peerid")?;
+    let timestamp = unix_time(c, "timestamp", now)?;
+    let ip = match c.get("ip") {
+        None => None,
+        Some(Value::String(s)) if valid_peer_ip(s) => Some(s.clone()),
+        Some(other) => return Err(format!("\"ip\" {other} is not an IP address")),
+    };
+    let reliability = match c.get("reliability") {
+        None => None,
+        Some(_) => Some(number_in(c, "reliability", 0.0, 1.0)?),
+    };
+    Ok(Gopy::PeerUpdate {
+        peerid,
+        ip,
+        reliability,
+        timestamp,
+    })
+}
+
+/// An address Python's `ipaddress.ip_address` accepts, including a scoped
+/// IPv6 (`fe80::1%eth0`).
+fn valid_peer_ip(s: &str) -> bool {
+    if s.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    match s.split_once('%') {
+        Some((addr, scope)) => !scope.is_empty() && addr.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => false,
+    }
+}
+
+fn non_empty_str(c: &Map<String, Value>, key: &str) -> Result<String, String> {
+    c.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| format!("\"{key}\" is not a non-empty string"))
+}
+
+/// An integer Unix time in `[0, now + 1]`: Slips drops anything in its
+/// future, and a null crashes its P2P module.
+fn unix_time(c: &Map<String, Value>, key: &str, now: i64) -> Result<i64, String> {
+    let t = c
+        .get(key)
+        .and_then(Value::as_i64)
+        .ok_or_else(|| format!("\"{key}\" is not an integer"))?;
+    if t < 0 || t > now + 1 {
+        return Err(format!("\"{key}\" {t} is not in [0, now]"));
+    }
+    Ok(t)
+}
+
+/// A finite JSON number in `[low, high]`, returned as written.
+fn number_in(c: &Map<String, Value>, key: &str, low: f64, high: f64) -> Result<String, String> {
+    match c.get(key) {
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(x) if x.is_finite() && (low..=high).contains(&x) => Ok(n.to_string()),
+            _ => Err(format!("\"{key}\" {n} is not in [{low}, {high}]")),
+        },
+        Some(other) => Err(format!("\"{key}\" {other} is not a number")),
+        None => Err(format!("no \"{key}\"")),
+    }
+}
+
+fn excerpt(payload: &[u8]) -> String {
+    let text = String::from_utf8_lossy(payload);
+    let mut out: String = text.chars().take(EXCERPT).collect();
+    if text.chars().count() > EXCERPT {
+        out.push('…');
+    }
+    out.escape_debug().to_string()
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+// ------------------------------------------------------------------ Redis
+
+/// The URL with any password replaced by `***`, for messages.
+fn masked(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn connect(common: &Common) -> anyhow::Result<redis::Connection> {
+    let client = redis::Client::open(common.redis.as_str())
+        .map_err(|e| anyhow!("bad Redis URL {}: {e}", masked(&common.redis)))?;
+    client
+        .get_connection_with_timeout(CONNECT_TIMEOUT)
+        .map_err(|e| anyhow!("cannot reach Redis at {}: {e}", masked(&common.redis)))
+}
+
+/// PUBLISH on pygo; returns the number of subscribers that got it.
+fn publish(con: &mut redis::Connection, channel: &str, text: &str) -> anyhow::Result<i64> {
+    redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(text)
+        .query::<i64>(con)
+        .context("PUBLISH failed")
+}
+
+/// What to do after a message.
+#[derive(PartialEq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Subscribes to gopy and hands every payload to `on_msg` until it says
+/// stop or `seconds` pass. Errors: Redis unreachable or lost.
+fn read_gopy(
+    common: &Common,
+    seconds: u64,
+    mut on_msg: impl FnMut(&[u8]) -> anyhow::Result<Flow>,
+) -> anyhow::Result<()> {
+    let mut con = connect(common)?;
+    let mut pubsub = con.as_pubsub();
+    pubsub
+        .subscribe(&common.gopy)
+        .with_context(|| format!("cannot subscribe to {}", common.gopy))?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        pubsub.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        match pubsub.get_message() {
+            Ok(msg) => {
+                if on_msg(msg.get_payload_bytes())? == Flow::Stop {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.is_timeout() => return Ok(()),
+            Err(e) => bail!("lost the Redis connection: {e}"),
+        }
+    }
+}
+
+// ------------------------------------------------------------------ commands
+
+/// Outcome of a command: `Ok(true)` success, `Ok(false)` exit 1.
+type Outcome = anyhow::Result<bool>;
+
+fn cmd_publish(common: &Common, text: &str, what: &str, require_subscriber: bool) -> Outcome {
+    let mut con = connect(common)?;
+    let receivers = publish(&mut con, &common.pygo, text)?;
+    println!("{text}");
+    eprintln!(
+        "pigeon-slips: published {what} on {}: {receivers} receiver(s)",
+        common.pygo
+    );
+    if receivers == 0 && require_subscriber {
+        eprintln!(
+            "pigeon-slips: nobody is subscribed to {}: is the pigeon running?",
+            common.pygo
+        );
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+fn cmd_listen(common: &Common, seconds: u64, count: Option<u64>, only: Option<Only>) -> Outcome {
+    let (mut shown, mut bad) = (0u64, 0u64);
+    read_gopy(common, seconds, |payload| {
+        match check_gopy(payload, &common.version, now_unix()) {
+            Ok(msg) => {
+                if only.is_some_and(|o| o != msg.kind()) {
+                    return Ok(Flow::Continue);
+                }
+                println!("{}", msg.line());
+                shown += 1;
+            }
+            Err(problem) => {
+                println!("REFUSED      {problem}: {}", excerpt(payload));
+                bad += 1;
+            }
+        }
+        Ok(if count.is_some_and(|c| shown >= c) {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
+    })?;
+    eprintln!("pigeon-slips: listen: {shown} message(s), {bad} Slips would refuse");
+    if let Some(c) = count.filter(|c| shown < *c) {
+        eprintln!("pigeon-slips: expected {c} message(s) within {seconds} s, got {shown}");
+        return Ok(false);
+    }
+    Ok(bad == 0)
+}
+
+fn cmd_respond(
+    common: &Common,
+    score: &str,
+    confidence: &str,
+    seconds: u64,
+    count: Option<u64>,
+) -> Outcome {
+    // Answers go out on a second connection: the first is in pub/sub mode.
+    let mut out = connect(common)?;
+    let (mut answered, mut bad, mut unheard) = (0u64, 0u64, 0u64);
+    read_gopy(common, seconds, |payload| {
+        match check_gopy(payload, &common.version, now_unix()) {
+            Ok(msg @ Gopy::GoData { .. }) => {
+                println!("{}", msg.line());
+                if let Gopy::GoData {
+                    reporter, inner, ..
+                } = &msg
+                    && inner.message_type == "request"
+                {
+                    let answer = scroll(
+                        &go_message("report", &inner.key, Some((score, confidence))),
+                        reporter,
+                        &common.version,
+                    );
+                    let receivers = publish(&mut out, &common.pygo, &answer)?;
+                    println!(
+                        "  answered   to {reporter}: report about {}: score {score}, confidence {confidence} ({receivers} receiver(s))",
+                        inner.key
+                    );
+                    if receivers == 0 {
+                        unheard += 1;
+                    }
+                    answered += 1;
+                }
+            }
+            Ok(Gopy::PeerUpdate { .. }) => {}
+            Err(problem) => {
+                println!("REFUSED      {problem}: {}", excerpt(payload));
+                bad += 1;
+            }
+        }
+        Ok(if count.is_some_and(|c| answered >= c) {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
+    })?;
+    eprintln!("pigeon-slips: respond: {answered} answer(s), {bad} message(s) Slips would refuse");
+    if unheard > 0 {
+        eprintln!("pigeon-slips: {unheard} answer(s) reached no subscriber of {}", common.pygo);
+    }
+    if let Some(c) = count.filter(|c| answered < *c) {
+        eprintln!("pigeon-slips: expected {c} request(s) within {seconds} s, answered {answered}");
+        return Ok(false);
+    }
+    Ok(bad == 0 && unheard == 0)
+}
+
+/// The latest peer_update of one peer, and how many there were.
+struct PeerRow {
+    ip: Option<String>,
+    reliability: Option<String>,
+    timestamp: i64,
+    updates: u64,
+}
+
+fn cmd_peers(common: &Common, seconds: u64, expect: Option<usize>) -> Outcome {
+    let mut peers: BTreeMap<String, PeerRow> = BTreeMap::new();
+    let mut bad = 0u64;
+    read_gopy(common, seconds, |payload| {
+        match check_gopy(payload, &common.version, now_unix()) {
+            Ok(Gopy::PeerUpdate {
+                peerid,
+                ip,
+                reliability,
+                timestamp,
+            }) => {
+                let row = peers.entry(peerid).or_insert(PeerRow {
+                    ip: None,
+                    reliability: None,
+                    timestamp,
+                    updates: 0,
+                });
+                // Like Slips, keep what an update leaves out from before.
+                row.ip = ip.or(row.ip.take());
+                row.reliability = reliability.or(row.reliability.take());
+                row.timestamp = timestamp;
+                row.updates += 1;
+            }
+            Ok(Gopy::GoData { .. }) => {}
+            Err(problem) => {
+                println!("REFUSED      {problem}: {}", excerpt(payload));
+                bad += 1;
+            }
+        }
+        let with_ip = peers.values().filter(|p| p.ip.is_some()).count();
+        Ok(if expect.is_some_and(|e| with_ip >= e) {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
+    })?;
+    println!(
+        "{:<54} {:<16} {:>11} {:>11} {:>7}",
+        "PEER ID", "IP", "RELIABILITY", "TIMESTAMP", "UPDATES"
+    );
+    for (id, p) in &peers {
+        println!(
+            "{:<54} {:<16} {:>11} {:>11} {:>7}",
+            id,
+            p.ip.as_deref().unwrap_or("-"),
+            p.reliability.as_deref().unwrap_or("-"),
+            p.timestamp,
+            p.updates
+        );
+    }
+    let with_ip = peers.values().filter(|p| p.ip.is_some()).count();
+    eprintln!(
+        "pigeon-slips: peers: {} peer(s), {with_ip} with an IP, {bad} message(s) Slips would refuse",
+        peers.len()
+    );
+    if let Some(e) = expect.filter(|e| with_ip < *e) {
+        eprintln!("pigeon-slips: expected {e} peer(s) with an IP within {seconds} s, got {with_ip}");
+        return Ok(false);
+    }
+    Ok(bad == 0)
+}
+
+fn run(common: &Common, cmd: &Cmd) -> Outcome {
+    match cmd {
+        Cmd::Help => {
+            println!("{USAGE}");
+            Ok(true)
+        }
+        Cmd::Request {
+            ip,
+            require_subscriber,
+        } => cmd_publish(
+            common,
+            &scroll(&go_message("request", ip, None), "*", &common.version),
+            &format!("request about {ip} to *"),
+            *require_subscriber,
+        ),
+        Cmd::Report {
+            ip,
+            score,
+            confidence,
+            recipient,
+            kind,
+            require_subscriber,
+        } => cmd_publish(
+            common,
+            &scroll(
+                &go_message(kind.as_str(), ip, Some((score, confidence))),
+                recipient,
+                &common.version,
+            ),
+            &format!("{} about {ip} to {recipient}", kind.as_str()),
+            *require_subscriber,
+        ),
+        Cmd::Listen {
+            seconds,
+            count,
+            only,
+        } => cmd_listen(common, *seconds, *count, *only),
+        Cmd::Respond {
+            score,
+            confidence,
+            seconds,
+            count,
+        } => cmd_respond(common, score, confidence, *seconds, *count),
+        Cmd::Peers { seconds, expect } => cmd_peers(common, *seconds, *expect),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = match std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect::<Result<_, _>>()
+    {
+        Ok(a) => a,
+        Err(bad) => {
+            eprintln!("pigeon-slips: argument is not UTF-8: {bad:?}");
+            return ExitCode::from(2);
+        }
+    };
+    let (common, cmd) = match parse_args(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("pigeon-slips: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&common, &cmd) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("pigeon-slips: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    /// The exact request scroll Slips 1.1.21 publishes for 1.2.3.4
+    /// (slips-contract §1.5).
+    #[test]
+    fn request_scroll_is_byte_identical_to_slips() {
+        let (c, cmd) = parse_args(&args("request --ip 1.2.3.4")).unwrap();
+        let Cmd::Request { ip, .. } = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(
+            scroll(&go_message("request", &ip, None), "*", &c.version),
+            "{\"message\": \"eyJtZXNzYWdlX3R5cGUiOiAicmVxdWVzdCIsICJrZXlfdHlwZSI6ICJpcCIsICJrZXkiOiAiMS4yLjMuNCIsICJldmFsdWF0aW9uX3R5cGUiOiAic2NvcmVfY29uZmlkZW5jZSJ9\", \"recipient\": \"*\", \"version\": \"1.1.21\"}"
+        );
+    }
+
+    #[test]
+    fn report_payload_follows_build_go_message() {
+        let (_, cmd) = parse_args(&args(
+            "report --ip 10.0.0.9 --score 1 --confidence 0.90 --recipient 12D3KooWAbc --type blame",
+        ))
+        .unwrap();
+        let Cmd::Report {
+            ip,
+            score,
+            confidence,
+            recipient,
+            kind,
+            ..
+        } = cmd
+        else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!((recipient.as_str(), kind), ("12D3KooWAbc", Kind::Blame));
+        assert_eq!(
+            go_message(kind.as_str(), &ip, Some((&score, &confidence))),
+            "{\"message_type\": \"blame\", \"key_type\": \"ip\", \"key\": \"10.0.0.9\", \"evaluation_type\": \"score_confidence\", \"evaluation\": {\"score\": 1, \"confidence\": 0.9}}"
+        );
+    }
+
+    #[test]
+    fn numbers_render_like_python() {
+        for (x, want) in [
+            (0.8, "0.8"),
+            (1.0, "1.0"),
+            (-0.5, "-0.5"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1e16, "1e+16"),
+            (123.456, "123.456"),
+        ] {
+            assert_eq!(py_float_repr(x), want, "{x}");
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        for bad in [
+            "",
+            "frobnicate",
+            "request",
+            "request --ip 1.2.3",
+            "request --ip 1.2.3.4 --score 1",
+            "report --ip 1.2.3.4 --score 2 --confidence 1",
+            "report --ip 1.2.3.4 --score nan --confidence 1",
+            "report --ip 1.2.3.4 --score 1 --confidence -0.1",
+            "report --ip 1.2.3.4 --score 1 --confidence 1 --recipient a\"b",
+            "report --ip 1.2.3.4 --score 1 --confidence 1 --type warn",
+            "listen --seconds 0",
+            "listen --count x",
+            "listen --only foo",
+            "peers --ip 1.2.3.4",
+            "listen --version",
+            "listen --pygo x --gopy x",
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn options_may_come_before_or_after_the_command() {
+        let a = parse_args(&args("--redis redis://127.0.0.1:6390/0 listen --count 2")).unwrap();
+        let b = parse_args(&args("listen --count=2 --redis=redis://127.0.0.1:6390/0")).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.0.redis, "redis://127.0.0.1:6390/0");
+    }
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn go_data(inner: &str, version: &str) -> String {
+        format!(
+            "{{\"message_type\":\"go_data\",\"message_contents\":{{\"reporter\":\"12D3KooWx\",\"report_time\":{NOW},\"message\":\"{}\"}},\"version\":\"{version}\"}}",
+            base64::engine::general_purpose::STANDARD.encode(inner)
+        )
+    }
+
+    #[test]
+    fn valid_messages_are_summarised() {
+        let msg = check_gopy(
+            go_data(&go_message("report", "1.2.3.4", Some(("0.8", "0.9"))), "1.1.21").as_bytes(),
+            "1.1.21",
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            msg.line(),
+            "go_data      from 12D3KooWx  report about 1.2.3.4: score 0.8, confidence 0.9"
+        );
+        let upd = format!(
+            "{{\"message_type\":\"peer_update\",\"message_contents\":{{\"peerid\":\"12D3KooWy\",\"ip\":\"10.77.0.2\",\"reliability\":0.5,\"timestamp\":{NOW}}},\"version\":\"1.1.21\"}}"
+        );
+        assert_eq!(
+            check_gopy(upd.as_bytes(), "1.1.21", NOW).unwrap().line(),
+            format!("peer_update  12D3KooWy  ip 10.77.0.2  reliability 0.5  timestamp {NOW}")
+        );
+    }
+
+    #[test]
+    fn what_slips_drops_is_refused() {
+        let req = go_message("request", "1.2.3.4", None);
+        let cases: Vec<(String, &str)> = vec![
+            (go_data(&req, "1.1.20"), "\"version\""),
+            (go_data(&req, "1.1.21").replace(",\"version\":\"1.1.21\"", ""), "no \"version\""),
+            (go_data("[1]", "1.1.21"), "not a JSON object"),
+            (go_data(&req.replace("1.2.3.4", "1.2.3.4:80"), "1.1.21"), "\"key\""),
+            (
+                go_data(&go_message("report", "1.2.3.4", Some(("2", "1"))), "1.1.21"),
+                "\"score\"",
+            ),
+            (
+                go_data(&req, "1.1.21").replace(&NOW.to_string(), &(NOW + 60).to_string()),
+                "\"report_time\"",
+            ),
+            (
+                "{\"message_type\":\"peer_update\",\"message_contents\":{\"peerid\":\"p\",\"ip\":\"\",\"timestamp\":1},\"version\":\"1.1.21\"}".to_owned(),
+                "\"ip\"",
+            ),
+            (
+                "{\"message_type\":\"peer_update\",\"message_contents\":[],\"version\":\"1.1.21\"}".to_owned(),
+                "not an object",
+            ),
+        ];
+        for (payload, want) in cases {
+            let err = check_gopy(payload.as_bytes(), "1.1.21", NOW).unwrap_err();
+            assert!(err.contains(want), "{payload}: {err}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            masked("redis://:s3cret@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(masked(DEFAULT_REDIS), DEFAULT_REDIS);
+    }
+}
