@@ -975,7 +975,10 @@ mod tests {
                 "[security]\nban_after_misbehaviours = 1001",
                 "security.ban_after_misbehaviours",
             ),
-            ("[security]\nban_window_secs = 0", "security.ban_window_secs"),
+            (
+                "[security]\nban_window_secs = 0",
+                "security.ban_window_secs",
+            ),
             ("[security]\nban_secs = 0", "security.ban_secs"),
             (
                 "[reliability]\nhalf_life_hours = 0.0",

@@ -232,7 +232,10 @@ fn parse_args(args: &[String]) -> anyhow::Result<(Common, Cmd)> {
         gopy: take(&mut raw, "gopy").unwrap_or_else(|| "p2p_gopy".to_owned()),
     };
     if common.version.is_empty() || !common.version.chars().all(|c| c.is_ascii_graphic()) {
-        bail!("--version must be printable ASCII, got {:?}", common.version);
+        bail!(
+            "--version must be printable ASCII, got {:?}",
+            common.version
+        );
     }
     if common.pygo == common.gopy {
         bail!("--pygo and --gopy must differ");
@@ -286,8 +289,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<(Common, Cmd)> {
         },
         "peers" => Cmd::Peers {
             seconds: seconds_arg(&mut raw)?,
-            expect: uint_arg(&mut raw, "expect")?
-                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            expect: uint_arg(&mut raw, "expect")?.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         },
         _ => unreachable!("checked by allowed()"),
     };
@@ -857,7 +859,10 @@ fn cmd_respond(
     })?;
     eprintln!("pigeon-slips: respond: {answered} answer(s), {bad} message(s) Slips would refuse");
     if unheard > 0 {
-        eprintln!("pigeon-slips: {unheard} answer(s) reached no subscriber of {}", common.pygo);
+        eprintln!(
+            "pigeon-slips: {unheard} answer(s) reached no subscriber of {}",
+            common.pygo
+        );
     }
     if let Some(c) = count.filter(|c| answered < *c) {
         eprintln!("pigeon-slips: expected {c} request(s) within {seconds} s, answered {answered}");
@@ -930,7 +935,9 @@ fn cmd_peers(common: &Common, seconds: u64, expect: Option<usize>) -> Outcome {
         peers.len()
     );
     if let Some(e) = expect.filter(|e| with_ip < *e) {
-        eprintln!("pigeon-slips: expected {e} peer(s) with an IP within {seconds} s, got {with_ip}");
+        eprintln!(
+            "pigeon-slips: expected {e} peer(s) with an IP within {seconds} s, got {with_ip}"
+        );
         return Ok(false);
     }
     Ok(bad == 0)
@@ -1117,7 +1124,11 @@ mod tests {
     #[test]
     fn valid_messages_are_summarised() {
         let msg = check_gopy(
-            go_data(&go_message("report", "1.2.3.4", Some(("0.8", "0.9"))), "1.1.21").as_bytes(),
+            go_data(
+                &go_message("report", "1.2.3.4", Some(("0.8", "0.9"))),
+                "1.1.21",
+            )
+            .as_bytes(),
             "1.1.21",
             NOW,
         )

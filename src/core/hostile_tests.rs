@@ -113,7 +113,13 @@ fn repeated_bad_payloads_ban_the_key_for_a_while() {
     sim.run_for(3_000);
     let offender = sim.peer_id(1);
     for k in 0..after {
-        assert!(!sim.nodes[0].node.bans.is_banned(key_of(1).verifying_key().as_bytes(), sim.now), "banned after {k}");
+        assert!(
+            !sim.nodes[0]
+                .node
+                .bans
+                .is_banned(key_of(1).verifying_key().as_bytes(), sim.now),
+            "banned after {k}"
+        );
         sim.nodes[1]
             .node
             .handle_slips(sim.now, bad_payload(), Recipient::All);
@@ -122,8 +128,15 @@ fn repeated_bad_payloads_ban_the_key_for_a_while() {
     let n = &sim.nodes[0].node;
     assert_eq!(n.stats().dropped(DropReason::BadPayload), u64::from(after));
     assert_eq!(n.stats().bans, 1);
-    assert!(n.bans.is_banned(key_of(1).verifying_key().as_bytes(), sim.now));
-    assert_eq!(sim.active_peers(0), 0, "a banned peer is not a peer to send to");
+    assert!(
+        n.bans
+            .is_banned(key_of(1).verifying_key().as_bytes(), sim.now)
+    );
+    assert_eq!(
+        sim.active_peers(0),
+        0,
+        "a banned peer is not a peer to send to"
+    );
     assert_eq!(last_reported(&sim, 0, &offender), Some(0.0), "Slips told");
 
     // While banned, even valid messages and announcements are dropped
@@ -143,7 +156,12 @@ fn repeated_bad_payloads_ban_the_key_for_a_while() {
     // hears its real (lowered) reliability, and its messages flow.
     let ban_ms = cfg.security.ban_secs * 1000;
     sim.run_for(ban_ms + cfg.discovery.announce_interval_ms * 2);
-    assert!(!sim.nodes[0].node.bans.is_banned(key_of(1).verifying_key().as_bytes(), sim.now));
+    assert!(
+        !sim.nodes[0]
+            .node
+            .bans
+            .is_banned(key_of(1).verifying_key().as_bytes(), sim.now)
+    );
     assert_eq!(sim.active_peers(0), 1);
     let r = last_reported(&sim, 0, &offender).unwrap();
     assert!(r > 0.0 && r < 0.5, "reliability after the ban: {r}");
@@ -173,7 +191,10 @@ fn spread_out_misbehaviour_is_not_banned() {
         sim.run_for(window / u64::from(per_window) + 1_000);
     }
     let n = &sim.nodes[0].node;
-    assert_eq!(n.stats().dropped(DropReason::BadPayload), u64::from(3 * per_window));
+    assert_eq!(
+        n.stats().dropped(DropReason::BadPayload),
+        u64::from(3 * per_window)
+    );
     assert_eq!(n.stats().bans, 0);
     assert_eq!(sim.active_peers(0), 1);
 }
@@ -191,7 +212,10 @@ fn bans_can_be_disabled() {
         sim.run_for(200);
     }
     assert_eq!(sim.nodes[0].node.stats().bans, 0);
-    assert_eq!(sim.nodes[0].node.stats().dropped(DropReason::BadPayload), 20);
+    assert_eq!(
+        sim.nodes[0].node.stats().dropped(DropReason::BadPayload),
+        20
+    );
 }
 
 /// A key flooding above its rate is banned after a few seconds, and Slips

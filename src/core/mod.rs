@@ -246,6 +246,8 @@ impl Node {
             }
             let last_seen_ms = s.last_seen.saturating_mul(1000);
             if now.saturating_sub(last_seen_ms) > self.settings.forget_after_ms {
+                // Forgotten: the file must be rewritten without it.
+                self.mark_dirty(now);
                 continue;
             }
             let peer = Peer {
@@ -351,7 +353,11 @@ impl Node {
         }
         // A lookup, so a banned key costs no signature check.
         if self.bans.is_banned(key.as_bytes(), now) {
-            return self.drop(now, DropReason::Banned, &format_args!("banned key from {src}"));
+            return self.drop(
+                now,
+                DropReason::Banned,
+                &format_args!("banned key from {src}"),
+            );
         }
         let verified = match unverified.verify(&self.settings.network) {
             Ok(v) => v,
@@ -957,7 +963,11 @@ impl Node {
         }
         self.sources.prune(now);
         for ended in self.bans.prune(now) {
-            let key = self.peers.iter().find(|p| *p.key.as_bytes() == ended).map(|p| p.key);
+            let key = self
+                .peers
+                .iter()
+                .find(|p| *p.key.as_bytes() == ended)
+                .map(|p| p.key);
             if let Some(key) = key {
                 // Its real reliability again (misbehaviour included).
                 self.peer_update(now, &key, true);

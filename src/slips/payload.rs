@@ -322,9 +322,7 @@ mod proptests {
         assert!(b64.is_ascii());
         let v: Value = serde_json::from_slice(&BASE64_STANDARD.decode(b64).unwrap()).unwrap();
         let obj = v.as_object().unwrap();
-        assert!(
-            ["request", "report", "blame"].contains(&obj["message_type"].as_str().unwrap())
-        );
+        assert!(["request", "report", "blame"].contains(&obj["message_type"].as_str().unwrap()));
         assert_eq!(obj["key"].as_str(), Some(valid.key.as_str()));
         assert!(is_ip(&valid.key));
         if valid.kind != PayloadKind::Request {

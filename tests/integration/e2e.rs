@@ -821,8 +821,13 @@ fn log_files_rotate_daily_and_prune() {
         // distinct creation times: pruning goes by age
         thread::sleep(Duration::from_millis(20));
     }
+    let date = today_utc();
     let addr = w.start(1);
-    let today = logs.join(format!("p2p.log.{}", today_utc()));
+    if today_utc() != date {
+        eprintln!("skipped: the UTC date changed during the test");
+        return;
+    }
+    let today = logs.join(format!("p2p.log.{date}"));
     w.wait(
         Duration::from_secs(3),
         "today's log file with the multiaddress",
@@ -841,10 +846,7 @@ fn log_files_rotate_daily_and_prune() {
     dated.sort();
     assert_eq!(
         dated,
-        [
-            "p2p.log.2020-01-03".to_owned(),
-            format!("p2p.log.{}", today_utc())
-        ],
+        ["p2p.log.2020-01-03".to_owned(), format!("p2p.log.{date}")],
         "today plus keep_days = 1 past file"
     );
     let link = logs.join("p2p.log");
@@ -1090,5 +1092,70 @@ fn first_start_creates_its_files_in_the_runtime_dir() {
         serde_json::from_str(&fs::read_to_string(t.runtime_dir().join("peers.json")).unwrap())
             .unwrap();
     assert_eq!(json["peers"], serde_json::json!([]), "{json}");
+    w.assert_all_valid();
+}
+
+/// Slips drops root before it starts the pigeon (SUDO_UID/SUDO_GID): the
+/// pigeon must work as an ordinary user, in a tree that user owns.
+#[test]
+fn runs_unprivileged_as_slips_starts_it() {
+    const NOBODY: u32 = 65_534;
+    let mut w = World::up(2);
+    let h = w.h(1);
+    let out = Command::new("chown")
+        .args(["-R", &format!("{NOBODY}:{NOBODY}")])
+        .arg(h.tree.root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chown: {out:?}");
+    let mut cmd = h.tree.command(h.ip, h.port, LAB_REDIS_PORT, &[]).unwrap();
+    std::os::unix::process::CommandExt::uid(&mut cmd, NOBODY);
+    std::os::unix::process::CommandExt::gid(&mut cmd, NOBODY);
+    let child = w.lab.spawn_command(1, &mut cmd).unwrap();
+    let uid_line = wait_for(
+        Duration::from_secs(2),
+        "the pigeon's /proc status",
+        String::new,
+        || {
+            fs::read_to_string(format!("/proc/{}/status", child.pid()))
+                .ok()?
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(str::to_owned)
+        },
+    );
+    assert_eq!(
+        uid_line.split_whitespace().nth(1),
+        Some("65534"),
+        "{uid_line}"
+    );
+    w.h_mut(1).pigeon = Some(child);
+    let addr1 = w.wait(MULTIADDR_LIMIT, "multiAddress in host 1", || {
+        w.get(1, "multiAddress").and_then(|v| MultiAddr::parse(&v))
+    });
+    assert_eq!((addr1.ip, addr1.port), (w.h(1).ip, w.h(1).port));
+    w.h_mut(1).addr = Some(addr1.clone());
+    w.wait_subscribers(1, PYGO, 1);
+    let key = fs::metadata(w.h(1).key_file()).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&key),
+            key.permissions().mode() & 0o777
+        ),
+        (NOBODY, 0o600),
+        "pigeon.keys owner and mode"
+    );
+
+    let addr2 = w.start(2);
+    w.wait_discovery(&[1, 2]);
+    let request = request_b64("203.0.113.5");
+    w.publish_to_pigeon(1, &request_scroll("203.0.113.5", SLIPS_VERSION));
+    w.wait_go_data(2, 0, &addr1.peer_id, &request);
+    let report = report_scroll("203.0.113.5", 0, 0.5, &addr1.peer_id, SLIPS_VERSION);
+    w.publish_to_pigeon(2, &report);
+    w.wait_go_data(1, 0, &addr2.peer_id, &report_b64("203.0.113.5", 0, 0.5));
+    w.pigeon(1).sigint().unwrap();
+    assert!(w.wait_exit(1, EXIT_LIMIT).success(), "{}", w.diag());
+    assert!(w.h(1).tree.runtime_dir().join("peers.json").exists());
     w.assert_all_valid();
 }

@@ -322,7 +322,7 @@ pub struct LabChild {
 }
 
 impl LabChild {
-    fn new(child: Child, what: String) -> Self {
+    pub fn new(child: Child, what: String) -> Self {
         LabChild {
             child,
             status: None,

@@ -3,7 +3,9 @@
 //! Everything that uses sockets runs inside private network namespaces
 //! created by `scripts/lab.sh` (see `lab.rs`), never in the root namespace.
 
+mod attacks;
 mod e2e;
+mod files;
 mod lab;
 mod redis_bridge;
 mod slips_checks;

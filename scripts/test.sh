@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# test.sh: every check CI runs, in order; exits non-zero on the first failure.
+#
+#   scripts/test.sh            formatting, clippy, all tests, installer test
+#   scripts/test.sh install    only the installer test (a fake Slips tree)
+#
+# Run as root (`sudo scripts/test.sh`): the integration tests build simulated
+# LANs of network namespaces (scripts/lab.sh) with a redis-server in each.
+# Missing Debian packages (redis-server, nftables, iproute2) are installed
+# with apt-get. Nothing touches this machine's own network namespace.
+#
+# Environment: TEST_TIMEOUT_MIN (default 40): bound of the test run itself,
+# after the build, so a hung test cannot eat the CI budget.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+TEST_TIMEOUT_MIN=${TEST_TIMEOUT_MIN:-40}
+T0=$(date +%s)
+declare -a SUMMARY=()
+
+die() {
+    echo "test.sh: FAILED: $*" >&2
+    exit 1
+}
+
+# step NAME CMD...: run CMD, time it, stop everything if it fails.
+step() {
+    local name=$1 t rc=0
+    shift
+    echo
+    echo "==> $name"
+    t=$(date +%s)
+    "$@" || rc=$?
+    t=$(($(date +%s) - t))
+    if [ "$rc" -ne 0 ]; then
+        die "$name (exit $rc, after ${t}s)"
+    fi
+    SUMMARY+=("$(printf '%5ss  %s' "$t" "$name")")
+}
+
+install_missing() {
+    local pkgs=()
+    command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)
+    command -v redis-cli >/dev/null 2>&1 || pkgs+=(redis-tools)
+    command -v nft >/dev/null 2>&1 || pkgs+=(nftables)
+    command -v ip >/dev/null 2>&1 || pkgs+=(iproute2)
+    if [ ${#pkgs[@]} -eq 0 ]; then
+        echo "redis-server, redis-cli, nft and ip are present"
+        return 0
+    fi
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "missing: ${pkgs[*]}; install them (Debian: apt-get install ${pkgs[*]})" >&2
+        return 1
+    fi
+    echo "installing ${pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
+        apt-get update -qq
+    fi
+    apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null ||
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null; }
+}
+
+# find_cargo: under sudo, cargo usually lives in the invoking user's
+# ~/.cargo/bin, which sudo's PATH leaves out.
+find_cargo() {
+    local home
+    if ! command -v cargo >/dev/null 2>&1; then
+        for home in "${HOME:-}" "$(getent passwd "${SUDO_USER:-root}" | cut -d: -f6)"; do
+            if [ -n "$home" ] && [ -x "$home/.cargo/bin/cargo" ]; then
+                export PATH="$home/.cargo/bin:$PATH"
+                export CARGO_HOME=${CARGO_HOME:-$home/.cargo}
+                export RUSTUP_HOME=${RUSTUP_HOME:-$home/.rustup}
+                break
+            fi
+        done
+    fi
+    command -v cargo >/dev/null 2>&1 || {
+        echo "cargo not found: install Rust 1.88 or newer (https://rustup.rs)" >&2
+        return 1
+    }
+    # rustfmt and clippy are rustup components; without rustup there is
+    # nothing to add them with.
+    if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+        command -v rustup >/dev/null 2>&1 && rustup component add rustfmt clippy
+    fi
+    cargo --version
+    cargo fmt --version
+    cargo clippy --version
+}
+
+# Files written as root in a user's checkout go back to the checkout's owner.
+restore_ownership() {
+    local owner
+    owner=$(stat -c %u:%g "$ROOT")
+    if [ "$owner" != "0:0" ] && [ -d "$ROOT/target" ]; then
+        chown -R "$owner" "$ROOT/target" 2>/dev/null || true
+    fi
+}
+
+# ------------------------------------------------------------------ tests
+
+lab_namespaces() {
+    ip netns list 2>/dev/null | awk '{print $1}' | sort
+}
+
+run_tests() {
+    local before after leaked ns lab
+    export RUST_BACKTRACE=1
+    cargo test --locked --all-targets --no-run
+    before=$(lab_namespaces)
+    local rc=0
+    timeout --kill-after=30 "${TEST_TIMEOUT_MIN}m" cargo test --locked --all-targets || rc=$?
+    [ "$rc" -eq 124 ] && echo "the tests did not finish within $TEST_TIMEOUT_MIN minutes" >&2
+    # every lab a test makes must be gone; remove leftovers so they cannot
+    # disturb later runs, and fail
+    after=$(lab_namespaces)
+    leaked=$(comm -13 <(echo "$before") <(echo "$after") | grep . || true)
+    if [ -n "$leaked" ]; then
+        echo "namespaces left behind by the tests:" "$(tr "\n" " " <<<"$leaked")" >&2
+        for lab in $(for ns in $leaked; do echo "${ns%-*}"; done | sort -u); do
+            "$ROOT/scripts/lab.sh" down "$lab" >/dev/null 2>&1 || true
+        done
+        [ "$rc" -ne 0 ] || rc=1
+    fi
+    return "$rc"
+}
+
+run_unit_tests_only() {
+    cargo test --locked --lib --bins
+    echo >&2
+    echo "test.sh: not root: only the unit tests ran. The integration tests need" >&2
+    echo "network namespaces (root); run the full suite with: sudo scripts/test.sh" >&2
+    return 1
+}
+
+# ------------------------------------------------------------------ installer test
+
+# test_installer BINARY: install-into-slips.sh on a fake Slips tree with the
+# Go Pigeon's layout; checks backups, the Go build guard, idempotence and
+# --uninstall. If Go is installed, also Slips' own `go build` after a
+# self-update.
+test_installer() {
+    local bin=$1 t p inst out
+    inst=$ROOT/scripts/install-into-slips.sh
+    t=$(mktemp -d)
+    INSTALL_TMP=$t
+    p=$t/slips/p2p4slips
+    mkdir -p "$t/slips/modules/p2p_trust" "$t/slips/config" "$p/peer" "$p/vendor/x"
+    echo 1.1.21 >"$t/slips/VERSION"
+    printf 'local_p2p:\n   create_p2p_logfile : False\n   use_p2p : True\n' >"$t/slips/config/slips.yaml"
+    printf 'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("go pigeon") }\n' >"$p/main.go"
+    printf 'package main\n' >"$p/flags.go"
+    printf 'module github.com/stratosphereips/p2p4slips\n\ngo 1.16\n' >"$p/go.mod"
+    echo "fake sums" >"$p/go.sum"
+    echo "package peer" >"$p/peer/peer.go"
+    echo "# vendored" >"$p/vendor/modules.txt"
+    printf '\177ELF\002 fake Go Pigeon, Go build ID: "abc"\n' >"$p/p2p4slips"
+    chmod 755 "$p/p2p4slips"
+    cp "$p/p2p4slips" "$t/go-pigeon"
+
+    check() { [ "$@" ] || die "installer test: [ $* ] is false"; }
+    same() { cmp -s "$1" "$2" || die "installer test: $1 differs from $2"; }
+
+    "$inst" --binary "$bin" "$t/slips" >"$t/out1" || { cat "$t/out1"; die "install failed"; }
+    same "$bin" "$p/p2p4slips"
+    same "$bin" "$p/pigeon"
+    same "$t/go-pigeon" "$(echo "$p"/p2p4slips.go-pigeon.bak-*)"
+    same "$ROOT/pigeon.toml" "$p/pigeon.toml"
+    for f in main.go flags.go go.mod go.sum vendor/modules.txt; do
+        check -f "$p/go-pigeon-src/$f"
+    done
+    check ! -e "$p/main.go"
+    check -f "$p/peer/peer.go"
+    grep -q pigeon-shim-v1 "$p/go.mod" || die "installer test: go.mod is not the shim's"
+    grep -q 'syscall.Exec' "$p/pigeon_shim.go" || die "installer test: no shim source"
+    "$p/p2p4slips" -help >/dev/null 2>&1 || die "installer test: installed binary does not run"
+    grep -q "use_p2p is on" "$t/out1" || die "installer test: did not see use_p2p : True"
+
+    # again: nothing moves, no new backup, the user's pigeon.toml is kept
+    echo "# mine" >>"$p/pigeon.toml"
+    cp "$p/pigeon.toml" "$t/mine.toml"
+    "$inst" --binary "$bin" "$t/slips" >"$t/out2" || { cat "$t/out2"; die "second install failed"; }
+    check "$(find "$p" -maxdepth 1 -name '*.bak-*' | wc -l)" -eq 1
+    check "$(find "$p" -maxdepth 1 -name 'go-pigeon-src*' | wc -l)" -eq 1
+    same "$t/mine.toml" "$p/pigeon.toml"
+    same "$bin" "$p/p2p4slips"
+    grep -q "already this pigeon" "$t/out2" || die "installer test: second run reinstalled"
+
+    if command -v go >/dev/null 2>&1; then
+        # a Slips self-update: Slips runs `go build -buildvcs=false` here
+        (cd "$p" && GOFLAGS="" GOPROXY=off GOCACHE="$t/gocache" GOPATH="$t/gopath" go build -buildvcs=false) ||
+            die "installer test: the shim does not build"
+        grep -qa pigeon-shim-v1 "$p/p2p4slips" || die "installer test: go build did not build the shim"
+        out=$("$p/p2p4slips" -help 2>&1) || die "installer test: the shim did not run pigeon: $out"
+        case "$out" in
+            *-key-file*) ;;
+            *) die "installer test: the shim's output is not pigeon's usage: $out" ;;
+        esac
+        # reinstalling replaces the built shim without keeping it
+        "$inst" --binary "$bin" "$t/slips" >"$t/out3" || die "install over the shim failed"
+        same "$bin" "$p/p2p4slips"
+        check "$(find "$p" -maxdepth 1 -name '*.bak-*' | wc -l)" -eq 1
+        echo "Go found: Slips' go build after a self-update yields the shim, which runs pigeon"
+    else
+        echo "Go not installed: skipped building the shim the way Slips would"
+    fi
+
+    "$inst" --uninstall "$t/slips" >"$t/out4" || { cat "$t/out4"; die "uninstall failed"; }
+    same "$t/go-pigeon" "$p/p2p4slips"
+    for f in main.go flags.go go.sum vendor/modules.txt; do
+        check -f "$p/$f"
+    done
+    grep -q pigeon-shim-v1 "$p/go.mod" && die "installer test: the shim's go.mod is still there"
+    check ! -e "$p/pigeon"
+    check ! -e "$p/go-pigeon-src"
+    check ! -e "$p/pigeon_shim.go"
+    echo "installer: install, reinstall, uninstall all as expected"
+    rm -rf "$t"
+    INSTALL_TMP=""
+}
+
+# ------------------------------------------------------------------ main
+
+INSTALL_TMP=""
+on_exit() {
+    [ -z "$INSTALL_TMP" ] || echo "test.sh: the installer test's files are in $INSTALL_TMP" >&2
+    restore_ownership
+}
+trap on_exit EXIT
+
+case "${1:-all}" in
+    install)
+        step "tools" find_cargo
+        step "build (debug)" cargo build --locked --bin pigeon
+        step "install-into-slips.sh on a fake Slips tree" test_installer "$ROOT/target/debug/pigeon"
+        ;;
+    all)
+        step "system packages" install_missing
+        step "Rust toolchain" find_cargo
+        step "cargo fmt --check" cargo fmt --all -- --check
+        step "cargo clippy --all-targets -- -D warnings" \
+            cargo clippy --locked --all-targets -- -D warnings
+        if [ "$(id -u)" -eq 0 ]; then
+            step "cargo test --all-targets (unit and integration)" run_tests
+        else
+            step "cargo test (unit only: not root)" run_unit_tests_only
+        fi
+        step "install-into-slips.sh on a fake Slips tree" test_installer "$ROOT/target/debug/pigeon"
+        ;;
+    -h | --help)
+        sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    *)
+        echo "usage: scripts/test.sh [all|install]" >&2
+        exit 2
+        ;;
+esac
+
+echo
+echo "==> all passed in $(($(date +%s) - T0))s"
+printf '%s\n' "${SUMMARY[@]}"

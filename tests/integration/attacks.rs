@@ -1,0 +1,1133 @@
+//! The attack suite: two real pigeons on the simulated LAN, and a third
+//! host that attacks them with everything a LAN host can send.
+//!
+//! Hosts 1 and 2 run pigeons as Slips would (a [`SlipsTree`] each); their
+//! "Slips" is a subscriber on `p2p_gopy` and a publisher on `p2p_pygo` in
+//! each host's own Redis. Host 3 is the attacker: the test forges datagrams
+//! with the library (`pigeon::wire`, or by hand where the library refuses
+//! to build something invalid) and sends them from sockets created inside
+//! host 3 (multicast to the group with TTL 1, and unicast to the victims'
+//! ports read from their `multiAddress`).
+//!
+//! Checked at the end: both pigeons are still running and exit cleanly;
+//! every message their Slips received passes `check_gopy`; none carries an
+//! attacker's payload (only the valid-signed flood may get a few valid
+//! requests through, within its rate); every attack left the drop reason it
+//! should in the victims' logs; legitimate traffic h1↔h2 still flows; the
+//! peer table stayed within its bound and kept the real peer. The h1→h2
+//! request latency is measured with and without a flood. Figures are
+//! printed (`-- --nocapture`) and recorded in docs/SECURITY.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::lab::{Lab, LabChild, SlipsTree};
+use crate::slips_checks::{self, GopyMsg};
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
+use ed25519_dalek::{Signer, SigningKey};
+use pigeon::config::Config;
+use pigeon::identity::peer_id_of;
+use pigeon::wire::{self, AnnounceBody, DataBody, DigestBody, GoodbyeBody, Kind, NackBody, Stamp};
+use serde::Serialize;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 112, 103), 47474);
+const NET: &str = "slips";
+const VERSION: &str = "1.1.21";
+const PYGO: &str = "p2p_pygo";
+const GOPY: &str = "p2p_gopy";
+/// Unicast ports of the victims (Slips passes one per run).
+const PORTS: [u16; 2] = [40101, 40102];
+/// Requests per latency sample, and their spacing: Slips itself sends far
+/// less (each request blocks its P2P module for 2 s).
+const LATENCY_REQUESTS: usize = 50;
+const LATENCY_SPACING: Duration = Duration::from_millis(100);
+/// How long a legitimate message may take before it counts as lost.
+const DELIVERY_LIMIT: Duration = Duration::from_secs(3);
+/// Sybil keys of the peer-table exhaustion, and the source addresses they
+/// are spread over (secondary addresses of host 3).
+const SYBIL_KEYS: u32 = 100_000;
+const SYBIL_SOURCES: u8 = 100;
+const SYBIL_FIRST_ADDR: u8 = 100;
+/// Length of the framed signature after `M`: `,"sig":"` + 88 + `"}`.
+const SIG_SUFFIX: usize = 98;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ------------------------------------------------------------------ Slips side
+
+/// What a host's Slips sees: every gopy message with its arrival time, and
+/// a connection to publish on pygo and read keys.
+struct SlipsSide {
+    received: Arc<Mutex<Vec<(Instant, Vec<u8>)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+    con: redis::Connection,
+}
+
+impl SlipsSide {
+    /// Subscribes to gopy in host `i`'s Redis (before the pigeon starts, as
+    /// Slips does).
+    fn start(lab: &Lab, i: usize) -> Self {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (out, halt) = (Arc::clone(&received), Arc::clone(&stop));
+        let url = lab.redis_url(i);
+        let (thread, con) = lab.run_in(i, move || {
+            let client = redis::Client::open(url.as_str()).unwrap();
+            let con = client
+                .get_connection_with_timeout(Duration::from_secs(2))
+                .unwrap();
+            let mut sub = client
+                .get_connection_with_timeout(Duration::from_secs(2))
+                .unwrap();
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let thread = thread::spawn(move || {
+                let mut ps = sub.as_pubsub();
+                ps.subscribe(GOPY).unwrap();
+                ps.set_read_timeout(Some(Duration::from_millis(50)))
+                    .unwrap();
+                ready_tx.send(()).unwrap();
+                while !halt.load(Ordering::Relaxed) {
+                    match ps.get_message() {
+                        Ok(m) => out
+                            .lock()
+                            .unwrap()
+                            .push((Instant::now(), m.get_payload_bytes().to_vec())),
+                        Err(e) if e.is_timeout() => {}
+                        Err(e) => panic!("gopy subscriber of host {i}: {e}"),
+                    }
+                }
+            });
+            ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            (thread, con)
+        });
+        Self {
+            received,
+            stop,
+            thread: Some(thread),
+            con,
+        }
+    }
+
+    fn publish(&mut self, scroll: &str) -> i64 {
+        redis::cmd("PUBLISH")
+            .arg(PYGO)
+            .arg(scroll)
+            .query(&mut self.con)
+            .unwrap()
+    }
+
+    fn get(&mut self, key: &str) -> Option<String> {
+        redis::cmd("GET").arg(key).query(&mut self.con).unwrap()
+    }
+
+    fn pygo_subscribers(&mut self) -> i64 {
+        let (_, n): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(PYGO)
+            .query(&mut self.con)
+            .unwrap();
+        n
+    }
+
+    fn messages(&self) -> Vec<(Instant, Vec<u8>)> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Arrival time of the first `go_data` whose message is `b64`.
+    fn go_data_arrival(&self, b64: &str) -> Option<Instant> {
+        let needle = format!("\"message\":\"{b64}\"");
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, p)| p.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            .map(|(t, _)| *t)
+    }
+
+    fn count_go_data(&self, b64: &str) -> usize {
+        let needle = format!("\"message\":\"{b64}\"");
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, p)| p.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            .count()
+    }
+}
+
+impl Drop for SlipsSide {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A pigeon under attack, with its Slips side.
+struct Victim {
+    host: usize,
+    tree: SlipsTree,
+    pigeon: LabChild,
+    slips: SlipsSide,
+    peer_id: String,
+    unicast: SocketAddrV4,
+}
+
+impl Victim {
+    fn start(lab: &Lab, host: usize, port: u16) -> Self {
+        let tree = SlipsTree::new();
+        let mut slips = SlipsSide::start(lab, host);
+        let pigeon = tree.spawn_in_lab(lab, host, port).unwrap();
+        let mut multiaddr = None;
+        wait_until(Duration::from_secs(10), "multiAddress", || {
+            multiaddr = slips.get("multiAddress");
+            multiaddr.is_some()
+        });
+        // "/ip4/10.77.0.1/udp/40101/p2p/12D3KooW..."
+        let multiaddr = multiaddr.unwrap();
+        let parts: Vec<&str> = multiaddr.split('/').collect();
+        assert_eq!(parts.len(), 7, "{multiaddr}");
+        let unicast = SocketAddrV4::new(parts[2].parse().unwrap(), parts[4].parse().unwrap());
+        assert_eq!(*unicast.ip(), lab.host_ip(host));
+        wait_until(
+            Duration::from_secs(10),
+            "the pigeon's pygo subscription",
+            || slips.pygo_subscribers() >= 1,
+        );
+        Self {
+            host,
+            tree,
+            pigeon,
+            slips,
+            peer_id: parts[6].to_owned(),
+            unicast,
+        }
+    }
+
+    fn assert_running(&mut self, when: &str) {
+        assert!(
+            self.pigeon.is_running(),
+            "pigeon of host {} died {when}; stderr:\n{}\nlog tail:\n{}",
+            self.host,
+            self.tree.read_stderr(),
+            tail(&self.tree.read_log(), 40)
+        );
+    }
+
+    /// The latest peer_update about `peer` its Slips received.
+    fn last_update(&self, peer: &str) -> Option<(Option<String>, Option<f64>)> {
+        let now = slips_checks::now_unix();
+        self.slips.messages().iter().rev().find_map(|(_, p)| {
+            match slips_checks::check_gopy(p, VERSION, now + 1) {
+                Ok(GopyMsg::PeerUpdate {
+                    peerid,
+                    ip,
+                    reliability,
+                    ..
+                }) if peerid == peer => Some((ip, reliability)),
+                _ => None,
+            }
+        })
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Drop reasons named in a pigeon log (`reason=...` fields of drop lines).
+fn logged_reasons(log: &str) -> BTreeSet<String> {
+    log.lines()
+        .filter(|l| l.contains("dropped"))
+        .filter_map(|l| l.split("reason=").nth(1))
+        .filter_map(|r| r.split_whitespace().next())
+        .map(|r| r.trim_matches('"').to_owned())
+        .collect()
+}
+
+// ------------------------------------------------------------------ attacker
+
+/// Sockets in host 3 and the bookkeeping of what was sent.
+struct Attacker {
+    tx: UdpSocket,
+    capture: UdpSocket,
+    seq: u64,
+    ids: HashMap<[u8; 32], u64>,
+    /// Every payload an attacker sent that must never reach Slips.
+    forbidden: HashSet<String>,
+}
+
+fn udp_socket(bind: Ipv4Addr) -> UdpSocket {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    s.set_multicast_if_v4(&bind).unwrap();
+    s.set_multicast_ttl_v4(1).unwrap();
+    s.set_multicast_loop_v4(false).unwrap();
+    s.set_send_buffer_size(1 << 20).unwrap();
+    s.bind(&SocketAddrV4::new(bind, 0).into()).unwrap();
+    s.into()
+}
+
+impl Attacker {
+    fn new(lab: &Lab) -> Self {
+        let ip = lab.host_ip(3);
+        let (tx, capture) = lab.run_in(3, move || {
+            let cap = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+            cap.set_reuse_address(true).unwrap();
+            cap.set_reuse_port(true).unwrap();
+            cap.bind(&SocketAddrV4::new(*GROUP.ip(), GROUP.port()).into())
+                .unwrap();
+            cap.join_multicast_v4(GROUP.ip(), &ip).unwrap();
+            cap.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            (udp_socket(ip), UdpSocket::from(cap))
+        });
+        Self {
+            tx,
+            capture,
+            seq: 0,
+            ids: HashMap::new(),
+            forbidden: HashSet::new(),
+        }
+    }
+
+    fn stamp(&mut self, skew_ms: i64) -> Stamp {
+        self.seq += 1;
+        Stamp {
+            instance: 4242,
+            seq: self.seq,
+            ts_ms: now_ms().saturating_add_signed(skew_ms),
+        }
+    }
+
+    fn seal<B: Serialize>(&mut self, key: &SigningKey, kind: Kind, body: &B) -> Vec<u8> {
+        let stamp = self.stamp(0);
+        wire::seal(key, NET, stamp, kind, body).unwrap()
+    }
+
+    /// A `data` message from `key` (ids count up per key, as a pigeon's).
+    fn data(&mut self, key: &SigningKey, payload: &str, to: Option<&str>) -> Vec<u8> {
+        self.forbidden.insert(payload.to_owned());
+        let id = self.ids.entry(*key.verifying_key().as_bytes()).or_insert(0);
+        *id += 1;
+        let body = DataBody {
+            id: *id,
+            to: to.map(str::to_owned),
+            payload: payload.to_owned(),
+        };
+        self.seal(key, Kind::Data, &body)
+    }
+
+    fn to_group(&self, d: &[u8]) {
+        self.tx.send_to(d, GROUP).unwrap();
+    }
+
+    fn to(&self, dest: SocketAddrV4, d: &[u8]) {
+        self.tx.send_to(d, dest).unwrap();
+    }
+
+    /// Waits for a multicast datagram from `from` whose text contains
+    /// `needle`, skipping whatever else was captured.
+    fn capture(&self, from: Ipv4Addr, needle: &str, limit: Duration) -> Vec<u8> {
+        let start = Instant::now();
+        let mut buf = vec![0u8; 2048];
+        while start.elapsed() < limit {
+            if let Ok((n, SocketAddr::V4(src))) = self.capture.recv_from(&mut buf)
+                && *src.ip() == from
+                && String::from_utf8_lossy(&buf[..n]).contains(needle)
+            {
+                return buf[..n].to_vec();
+            }
+        }
+        panic!("captured no datagram from {from} containing {needle:?} within {limit:?}");
+    }
+
+    fn drain_capture(&self) {
+        self.capture.set_nonblocking(true).unwrap();
+        let mut buf = vec![0u8; 2048];
+        while self.capture.recv_from(&mut buf).is_ok() {}
+        self.capture.set_nonblocking(false).unwrap();
+    }
+}
+
+/// Signs `m` (the envelope's signed object, verbatim) and frames it, for
+/// envelopes `wire::seal` would never build.
+fn frame(key: &SigningKey, net: &str, m: &str) -> Vec<u8> {
+    let mut signed = wire::SIGN_DOMAIN.to_vec();
+    signed.extend_from_slice(net.as_bytes());
+    signed.push(0);
+    signed.extend_from_slice(m.as_bytes());
+    let sig = BASE64_STANDARD.encode(key.sign(&signed).to_bytes());
+    format!("{{\"m\":{m},\"sig\":\"{sig}\"}}").into_bytes()
+}
+
+fn header(pk: &str, seq: u64, ts: u64, kind: &str, body: &str) -> String {
+    format!(
+        "{{\"v\":1,\"net\":\"{NET}\",\"pk\":\"{pk}\",\"inst\":4242,\"seq\":{seq},\"ts\":{ts},\"kind\":\"{kind}\",\"body\":{body}}}"
+    )
+}
+
+fn pk_of(key: &SigningKey) -> String {
+    BASE64_STANDARD.encode(key.verifying_key().as_bytes())
+}
+
+/// The signed object `M` of a framed datagram.
+fn m_of(d: &[u8]) -> &str {
+    let text = std::str::from_utf8(d).unwrap();
+    let end = text.rfind(",\"sig\":\"").unwrap();
+    &text["{\"m\":".len()..end]
+}
+
+fn key(tag: u8, n: u32) -> SigningKey {
+    let mut seed = [tag; 32];
+    seed[..4].copy_from_slice(&n.to_le_bytes());
+    SigningKey::from_bytes(&seed)
+}
+
+/// Base64 of a Slips-shaped inner message about `ip` (attackers use
+/// 203.0.113.0/24, legitimate traffic 192.0.2.0/24 and 198.51.100.0/24).
+fn inner(json: &str) -> String {
+    BASE64_STANDARD.encode(json)
+}
+
+// ------------------------------------------------------------------ latency
+
+/// h1's Slips asks everyone about one IP; the time until h2's Slips gets
+/// the go_data, for `n` requests. Requests that do not arrive within
+/// [`DELIVERY_LIMIT`] are counted as lost.
+fn request_latencies(h1: &mut Victim, h2: &Victim, n: usize, base: u32) -> (Vec<Duration>, usize) {
+    let mut got = Vec::new();
+    let mut lost = 0;
+    for k in 0..n {
+        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 51, 100, 0)) + base + k as u32);
+        let b64 = slips_checks::request_b64(&ip.to_string());
+        let sent = Instant::now();
+        assert_eq!(
+            h1.slips
+                .publish(&slips_checks::pygo_scroll(&b64, "*", VERSION)),
+            1
+        );
+        let mut arrived = None;
+        while sent.elapsed() < DELIVERY_LIMIT {
+            arrived = h2.slips.go_data_arrival(&b64);
+            if arrived.is_some() {
+                break;
+            }
+            thread::sleep(Duration::from_micros(200));
+        }
+        match arrived {
+            Some(t) => got.push(t.saturating_duration_since(sent)),
+            None => lost += 1,
+        }
+        let next = sent + LATENCY_SPACING;
+        thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    got.sort();
+    (got, lost)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+// ------------------------------------------------------------------ floods
+
+/// Sends datagrams from host 3 as fast as one thread can until `stop`:
+/// garbage and pre-signed valid datagrams, to the group and to `victim`'s
+/// unicast port. Returns the number of datagrams sent.
+fn flood(lab: &Lab, victim: SocketAddrV4, valid: &[Vec<u8>], stop: &AtomicBool, sent: &AtomicU64) {
+    let ip = lab.host_ip(3);
+    lab.run_in(3, || {
+        let s = udp_socket(ip);
+        s.set_nonblocking(true).unwrap();
+        let garbage: Vec<Vec<u8>> = (0..64u32)
+            .map(|k| {
+                (0..(k * 37 % 1300))
+                    .map(|j| (j * 31 + k * 7) as u8)
+                    .collect()
+            })
+            .collect();
+        let mut n = 0u64;
+        let mut k = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            for _ in 0..256 {
+                let d = if k % 2 == 0 {
+                    &garbage[k / 2 % garbage.len()]
+                } else {
+                    &valid[k / 2 % valid.len()]
+                };
+                let dest = if k % 4 < 2 { GROUP } else { victim };
+                // A full send buffer is the flood's own limit, not an error.
+                if s.send_to(d, dest).is_ok() {
+                    n += 1;
+                }
+                k += 1;
+            }
+        }
+        sent.store(n, Ordering::Relaxed);
+    });
+}
+
+// ------------------------------------------------------------------ the suite
+
+#[test]
+fn attack_suite() {
+    let suite_start = Instant::now();
+    let defaults = Config::default();
+    let lab = Lab::up(3);
+    let mut h1 = Victim::start(&lab, 1, PORTS[0]);
+    let mut h2 = Victim::start(&lab, 2, PORTS[1]);
+    let mut att = Attacker::new(&lab);
+    let (ip1, ip2) = (lab.host_ip(1), lab.host_ip(2));
+
+    // The victims find each other.
+    wait_until(Duration::from_secs(10), "h1 and h2 to meet", || {
+        h2.last_update(&h1.peer_id).is_some() && h1.last_update(&h2.peer_id).is_some()
+    });
+
+    // ---- baseline latency, before any attack
+    let (base, base_lost) = request_latencies(&mut h1, &h2, LATENCY_REQUESTS, 0);
+    assert_eq!(base_lost, 0, "legitimate requests lost without any attack");
+
+    // ---- discrete attacks
+    // (name, drop reasons that must appear in the victims' logs)
+    let mut table: Vec<(&str, &[&str])> = Vec::new();
+    let pace = || thread::sleep(Duration::from_millis(20));
+    let mallory = key(0xA1, 0);
+    let mallory_id = peer_id_of(&mallory.verifying_key());
+    let announce_of = |ip: Ipv4Addr, port: u16| AnnounceBody {
+        ip,
+        port,
+        interval_ms: 30_000,
+        last_bcast: 0,
+    };
+    let report = |ip: &str| slips_checks::report_b64(ip, 0.5, 0.9);
+
+    // Genuine datagrams of h1 to replay and impersonate: an announce (the
+    // answer to Mallory's first, valid, announcement: a newcomer gets one
+    // at once), and a broadcast its Slips asked for.
+    att.drain_capture();
+    let hello = att.seal(&mallory, Kind::Announce, &announce_of(lab.host_ip(3), 9));
+    att.to_group(&hello);
+    let h1_announce = att.capture(ip1, "\"kind\":\"announce\"", Duration::from_secs(5));
+    let legit_b64 = slips_checks::request_b64("192.0.2.77");
+    assert_eq!(
+        h1.slips
+            .publish(&slips_checks::pygo_scroll(&legit_b64, "*", VERSION)),
+        1
+    );
+    let h1_data = att.capture(ip1, &legit_b64, Duration::from_secs(5));
+
+    let a = att.seal(&mallory, Kind::Announce, &announce_of(lab.host_ip(3), 9));
+    att.to_group(&a[..a.len() - 10]);
+    table.push(("truncated datagram", &["bad_framing"]));
+    pace();
+
+    let mut big = a.clone();
+    big.resize(wire::MAX_DATAGRAM + 1, b' ');
+    att.to_group(&big);
+    table.push(("oversized: 1201 bytes", &["oversized"]));
+    pace();
+
+    let huge = vec![b'{'; 65_507];
+    att.to_group(&huge);
+    att.to(h2.unicast, &huge);
+    table.push(("oversized: 64 KiB (group and unicast)", &["oversized"]));
+    pace();
+
+    att.to_group(b"");
+    att.to(h2.unicast, b"");
+    table.push(("empty datagram", &["bad_framing"]));
+    pace();
+
+    let sig_of_a = &a[a.len() - SIG_SUFFIX..];
+    let mut bad_json = b"{\"m\":{\"v\":1,\"net\":slips,}".to_vec();
+    bad_json.extend_from_slice(sig_of_a);
+    att.to_group(&bad_json);
+    table.push(("bad JSON in the header", &["bad_header"]));
+    pace();
+
+    let good = att.seal(&mallory, Kind::Announce, &announce_of(lab.host_ip(3), 9));
+    let mut bad_sig = good.clone();
+    let i = bad_sig.len() - 20;
+    bad_sig[i] = if bad_sig[i] == b'A' { b'B' } else { b'A' };
+    att.to_group(&bad_sig);
+    table.push(("bad signature", &["bad_signature"]));
+    pace();
+
+    let other = att.seal(&mallory, Kind::Goodbye, &GoodbyeBody {});
+    let mut swapped = good[..good.len() - SIG_SUFFIX].to_vec();
+    swapped.extend_from_slice(&other[other.len() - SIG_SUFFIX..]);
+    att.to_group(&swapped);
+    table.push(("signature of another datagram", &["bad_signature"]));
+    pace();
+
+    let stamp = att.stamp(0);
+    let wrong_net = wire::seal(&mallory, "other", stamp, Kind::Goodbye, &GoodbyeBody {}).unwrap();
+    att.to_group(&wrong_net);
+    table.push(("wrong network name", &["wrong_network"]));
+    pace();
+
+    let s = att.stamp(0);
+    let v2 =
+        header(&pk_of(&mallory), s.seq, s.ts_ms, "goodbye", "{}").replace("\"v\":1", "\"v\":2");
+    att.to_group(&frame(&mallory, NET, &v2));
+    table.push(("unknown protocol version", &["bad_version"]));
+    pace();
+
+    let s = att.stamp(0);
+    let exploit = header(&pk_of(&mallory), s.seq, s.ts_ms, "exploit", "{}");
+    att.to_group(&frame(&mallory, NET, &exploit));
+    table.push(("unknown kind", &["bad_header"]));
+    pace();
+
+    let s = att.stamp(0);
+    let unsafe_int = header(&pk_of(&mallory), 1 << 60, s.ts_ms, "goodbye", "{}");
+    att.to_group(&frame(&mallory, NET, &unsafe_int));
+    table.push(("sequence number above 2^53", &["bad_header"]));
+    pace();
+
+    let s = att.stamp(0);
+    let dup_field = header(&pk_of(&mallory), s.seq, s.ts_ms, "goodbye", "{}")
+        .replace("\"v\":1,", "\"v\":1,\"v\":1,");
+    att.to_group(&frame(&mallory, NET, &dup_field));
+    table.push(("duplicate header field", &["bad_header"]));
+    pace();
+
+    let mut not_b64_sig = good.clone();
+    let n = not_b64_sig.len();
+    not_b64_sig[n - 30..n - 20].copy_from_slice(b"!!!!!!!!!!");
+    att.to_group(&not_b64_sig);
+    table.push(("signature not base64", &["bad_framing"]));
+    pace();
+
+    att.to_group(&h1_data);
+    att.to(h2.unicast, &h1_data);
+    att.to_group(&h1_announce);
+    att.to(h2.unicast, &h1_announce);
+    table.push(("replay of captured genuine datagrams", &["replay"]));
+    pace();
+
+    let stamp = att.stamp(-60_000);
+    let old = wire::seal(&mallory, NET, stamp, Kind::Goodbye, &GoodbyeBody {}).unwrap();
+    att.to_group(&old);
+    table.push(("timestamp 60 s old", &["stale"]));
+    pace();
+
+    let stamp = att.stamp(60_000);
+    let future = wire::seal(&mallory, NET, stamp, Kind::Goodbye, &GoodbyeBody {}).unwrap();
+    att.to_group(&future);
+    table.push(("timestamp 60 s ahead", &["future"]));
+    pace();
+
+    let spoof = att.seal(&mallory, Kind::Announce, &announce_of(ip1, PORTS[0]));
+    att.to_group(&spoof);
+    att.to(h2.unicast, &spoof);
+    table.push((
+        "spoofed address: announce of 10.77.0.1 sent from 10.77.0.3",
+        &["address_mismatch"],
+    ));
+    pace();
+
+    // h1's own announce, re-signed by the attacker with h1's key in it.
+    let s = att.stamp(0);
+    let h1_m = m_of(&h1_announce).to_owned();
+    let h1_pk: serde_json::Value = serde_json::from_str(&h1_m).unwrap();
+    let h1_pk = h1_pk["pk"].as_str().unwrap().to_owned();
+    let impersonation = header(
+        &h1_pk,
+        s.seq,
+        s.ts_ms,
+        "announce",
+        &format!(
+            "{{\"ip\":\"{}\",\"port\":9,\"interval_ms\":30000,\"last_bcast\":0}}",
+            lab.host_ip(3)
+        ),
+    );
+    att.to(h2.unicast, &frame(&mallory, NET, &impersonation));
+    let s = att.stamp(0);
+    let goodbye_as_h1 = header(&h1_pk, s.seq, s.ts_ms, "goodbye", "{}");
+    att.to(h2.unicast, &frame(&mallory, NET, &goodbye_as_h1));
+    table.push((
+        "h1's key with another signature (announce, goodbye)",
+        &["bad_signature"],
+    ));
+    pace();
+
+    let directed = att.data(
+        &mallory,
+        &slips_checks::request_b64("203.0.113.1"),
+        Some(&h1.peer_id),
+    );
+    att.to(h2.unicast, &directed);
+    // not_for_us is routine (logged at debug): checked by its outcome.
+    table.push(("directed data for another peer", &[]));
+    pace();
+
+    let mut weak = [0u8; 32];
+    weak[0] = 1; // the identity point: small order
+    let s = att.stamp(0);
+    let weak_m = header(
+        &BASE64_STANDARD.encode(weak),
+        s.seq,
+        s.ts_ms,
+        "goodbye",
+        "{}",
+    );
+    att.to_group(&frame(&mallory, NET, &weak_m));
+    table.push(("weak (small-order) public key", &["bad_key"]));
+    pace();
+
+    let s = att.stamp(0);
+    let bad_body = header(
+        &pk_of(&mallory),
+        s.seq,
+        s.ts_ms,
+        "announce",
+        "{\"ip\":\"x\"}",
+    );
+    att.to_group(&frame(&mallory, NET, &bad_body));
+    table.push(("signed announce with a malformed body", &["bad_body"]));
+    pace();
+
+    // Every payload that crashes or fools Slips 1.1.21, each validly signed
+    // by a key of its own (so no ban interferes).
+    let crash: &[(&str, String)] = &[
+        ("non-ASCII payload", format!("{}ü", report("203.0.113.2"))),
+        ("base64 of 1", inner("1")),
+        ("base64 of [1]", inner("[1]")),
+        (
+            "null score",
+            inner(
+                r#"{"message_type": "report", "key_type": "ip", "key": "203.0.113.3", "evaluation_type": "score_confidence", "evaluation": {"score": null, "confidence": 0.9}}"#,
+            ),
+        ),
+        (
+            "non-dict evaluation",
+            inner(
+                r#"{"message_type": "report", "key_type": "ip", "key": "203.0.113.4", "evaluation_type": "score_confidence", "evaluation": [0.5, 0.9]}"#,
+            ),
+        ),
+        ("non-IP key", report("evil.example")),
+        (
+            "integer key",
+            inner(
+                r#"{"message_type": "request", "key_type": "ip", "key": 3405803781, "evaluation_type": "score_confidence"}"#,
+            ),
+        ),
+        ("key 10.0.0.9:4001", report("10.0.0.9:4001")),
+        (
+            "NaN score",
+            inner(
+                r#"{"message_type": "report", "key_type": "ip", "key": "203.0.113.5", "evaluation_type": "score_confidence", "evaluation": {"score": NaN, "confidence": 0.9}}"#,
+            ),
+        ),
+        (
+            "JSON nested 250 deep",
+            inner(&format!("{}{}", "[".repeat(250), "]".repeat(250))),
+        ),
+    ];
+    for (k, (_, payload)) in crash.iter().enumerate() {
+        let sybil = key(0xC0, k as u32);
+        let d = att.data(&sybil, payload, None);
+        att.to_group(&d);
+        pace();
+    }
+    for (name, _) in crash {
+        table.push((*name, &["bad_payload"]));
+    }
+
+    let blame = slips_checks::blame_b64("203.0.113.6", 1.0, 1.0);
+    let d = att.data(&mallory, &blame, None);
+    att.to_group(&d);
+    table.push(("blame (default policy: drop)", &["blame_policy"]));
+    pace();
+
+    // Delivery-layer abuse: a digest claiming a huge range of broadcasts
+    // (asks the victims to nack), and a nack for broadcasts of h1 that
+    // were never sent. Neither may crash or amplify without bound.
+    let digest = att.seal(
+        &mallory,
+        Kind::Digest,
+        &DigestBody {
+            floor: 1,
+            last: wire::MAX_SAFE_INT,
+        },
+    );
+    att.to_group(&digest);
+    let nack = att.seal(
+        &mallory,
+        Kind::Nack,
+        &NackBody {
+            to: h1.peer_id.clone(),
+            ids: (1_000_000..1_000_032).collect(),
+        },
+    );
+    att.to(h1.unicast, &nack);
+    table.push(("digest of 2^53 broadcasts, nack of unknown ones", &[]));
+    pace();
+
+    // Repeated misbehaviour bans the key: `ban_after` bad payloads, then a
+    // valid request that must not get through.
+    let offender = key(0xB0, 0);
+    let offender_id = peer_id_of(&offender.verifying_key());
+    for _ in 0..defaults.security.ban_after_misbehaviours + 1 {
+        let d = att.data(&offender, &inner("[1]"), None);
+        att.to_group(&d);
+        pace();
+    }
+    let d = att.data(&offender, &slips_checks::request_b64("203.0.113.7"), None);
+    att.to_group(&d);
+    table.push(("repeated bad payloads, then a valid request", &["banned"]));
+    wait_until(
+        Duration::from_secs(5),
+        "both victims to ban the offender",
+        || {
+            [&h1, &h2].iter().all(|v| {
+                v.last_update(&offender_id)
+                    .is_some_and(|(_, r)| r == Some(0.0))
+            })
+        },
+    );
+
+    h1.assert_running("during the discrete attacks");
+    h2.assert_running("during the discrete attacks");
+
+    // Legitimate traffic still flows both ways, directed too.
+    let after_attacks = slips_checks::report_b64("192.0.2.1", 0.25, 0.5);
+    assert_eq!(
+        h2.slips.publish(&slips_checks::pygo_scroll(
+            &after_attacks,
+            &h1.peer_id,
+            VERSION
+        )),
+        1
+    );
+    wait_until(DELIVERY_LIMIT, "h2's directed report at h1", || {
+        h1.slips.go_data_arrival(&after_attacks).is_some()
+    });
+    assert_eq!(
+        h2.slips.count_go_data(&legit_b64),
+        1,
+        "replay delivered twice"
+    );
+    assert_eq!(
+        h2.last_update(&h1.peer_id).and_then(|(ip, _)| ip),
+        Some(ip1.to_string()),
+        "h1's address at h2"
+    );
+
+    // ---- floods, while h1 keeps asking h2
+    thread::sleep(Duration::from_secs(2)); // let the source buckets refill
+    let flooder = key(0xF1, 0);
+    let flooder_id = peer_id_of(&flooder.verifying_key());
+    let valid_flood: Vec<Vec<u8>> = (0..20_000u32)
+        .map(|k| {
+            let ip = format!("203.0.113.{}", 100 + k % 100);
+            let payload = slips_checks::request_b64(&ip);
+            let d = att.data(&flooder, &payload, None);
+            att.forbidden.remove(&payload);
+            d
+        })
+        .collect();
+    let stop = AtomicBool::new(false);
+    let sent = AtomicU64::new(0);
+    let flood_start = Instant::now();
+    let (under, under_lost, flood_secs) = thread::scope(|scope| {
+        let flooding = scope.spawn(|| flood(&lab, h2.unicast, &valid_flood, &stop, &sent));
+        thread::sleep(Duration::from_millis(500));
+        let (under, under_lost) = request_latencies(&mut h1, &h2, LATENCY_REQUESTS, 1000);
+        stop.store(true, Ordering::Relaxed);
+        flooding.join().unwrap();
+        (under, under_lost, flood_start.elapsed().as_secs_f64())
+    });
+    let flood_sent = sent.load(Ordering::Relaxed);
+    h1.assert_running("under flood");
+    h2.assert_running("under flood");
+    table.push((
+        "flood: garbage and valid-signed, group and unicast",
+        &["source_rate"],
+    ));
+
+    // ---- peer-table exhaustion: 100k fresh keys from 100 addresses
+    let ns = lab.netns(3);
+    let batch: String = (0..SYBIL_SOURCES)
+        .map(|j| format!("addr add 10.77.0.{}/24 dev veth0\n", SYBIL_FIRST_ADDR + j))
+        .collect();
+    let batch_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(batch_file.path(), batch).unwrap();
+    let out = Command::new("ip")
+        .args(["-n", &ns, "-batch"])
+        .arg(batch_file.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sources: Vec<UdpSocket> = lab.run_in(3, || {
+        (0..SYBIL_SOURCES)
+            .map(|j| udp_socket(Ipv4Addr::new(10, 77, 0, SYBIL_FIRST_ADDR + j)))
+            .collect()
+    });
+    let ports: Vec<u16> = sources
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect();
+    let keygen = Instant::now();
+    let ts = now_ms();
+    let sybils: Vec<(usize, Vec<u8>)> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..2u32)
+            .map(|w| {
+                let ports = &ports;
+                scope.spawn(move || {
+                    (0..SYBIL_KEYS)
+                        .filter(|k| k % 2 == w)
+                        .map(|k| {
+                            let j = (k % u32::from(SYBIL_SOURCES)) as usize;
+                            let body = announce_of(
+                                Ipv4Addr::new(10, 77, 0, SYBIL_FIRST_ADDR + j as u8),
+                                ports[j],
+                            );
+                            let stamp = Stamp {
+                                instance: 1,
+                                seq: 1,
+                                ts_ms: ts,
+                            };
+                            let d = wire::seal(&key(0x5B, k), NET, stamp, Kind::Announce, &body);
+                            (j, d.unwrap())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for w in workers {
+            all.extend(w.join().unwrap());
+        }
+        all
+    });
+    let keygen_secs = keygen.elapsed().as_secs_f64();
+    let sybil_start = Instant::now();
+    for (k, (j, d)) in sybils.iter().enumerate() {
+        // Each from the address it announces.
+        let _ = sources[*j].send_to(d, GROUP);
+        if k % 1000 == 999 {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let sybil_secs = sybil_start.elapsed().as_secs_f64();
+    table.push(("peer-table exhaustion: 100k fresh keys", &["table_full"]));
+    thread::sleep(Duration::from_secs(2));
+    h1.assert_running("after the Sybil flood");
+    h2.assert_running("after the Sybil flood");
+
+    // ---- legitimate traffic after everything, both ways
+    let (after, after_lost) = request_latencies(&mut h1, &h2, 10, 2000);
+    assert_eq!(after_lost, 0, "legitimate requests lost after the attacks");
+    let back = slips_checks::request_b64("192.0.2.2");
+    assert_eq!(
+        h2.slips
+            .publish(&slips_checks::pygo_scroll(&back, "*", VERSION)),
+        1
+    );
+    wait_until(DELIVERY_LIMIT, "h2's broadcast at h1", || {
+        h1.slips.go_data_arrival(&back).is_some()
+    });
+
+    // ---- every message Slips got is valid and none is an attacker's
+    let now = slips_checks::now_unix();
+    let attackers: HashSet<String> = [mallory_id.clone(), offender_id.clone()]
+        .into_iter()
+        .chain((0..crash.len() as u32).map(|k| peer_id_of(&key(0xC0, k).verifying_key())))
+        .collect();
+    let mut flood_delivered = [0usize; 2];
+    let mut sybil_updates = [0usize; 2];
+    for (v, victim) in [&h1, &h2].iter().enumerate() {
+        for (_, payload) in victim.slips.messages() {
+            let msg = slips_checks::check_gopy(&payload, VERSION, now + 1).unwrap_or_else(|e| {
+                panic!(
+                    "host {}'s Slips got an invalid message {:?}: {e:?}",
+                    victim.host,
+                    String::from_utf8_lossy(&payload)
+                )
+            });
+            match msg {
+                GopyMsg::GoData {
+                    reporter, message, ..
+                } => {
+                    let message = message.trim_end_matches('\n');
+                    assert!(
+                        !att.forbidden.contains(message),
+                        "host {}'s Slips got an attacker's payload {message} from {reporter}",
+                        victim.host
+                    );
+                    assert!(!attackers.contains(&reporter), "{reporter}: {message}");
+                    if reporter == flooder_id {
+                        flood_delivered[v] += 1;
+                    } else {
+                        assert!(
+                            reporter == h1.peer_id || reporter == h2.peer_id,
+                            "go_data from unknown {reporter}"
+                        );
+                    }
+                }
+                GopyMsg::PeerUpdate { peerid, ip, .. } => {
+                    if attackers.contains(&peerid) || peerid == flooder_id {
+                        assert_ne!(ip, Some(ip1.to_string()), "{peerid} hijacked h1's address");
+                        assert_ne!(ip, Some(ip2.to_string()), "{peerid} hijacked h2's address");
+                    }
+                    if peerid != h1.peer_id && peerid != h2.peer_id && !attackers.contains(&peerid)
+                    {
+                        sybil_updates[v] += 1;
+                    }
+                }
+            }
+        }
+    }
+    // The valid-signed flood: a Sybil's valid requests get through at its
+    // rate at most, until over-rate strikes ban it.
+    let flood_budget = defaults.security.per_peer_burst as f64
+        + defaults.security.per_peer_rate as f64
+            * (f64::from(defaults.security.ban_after_misbehaviours) + 2.0);
+    for (v, n) in flood_delivered.iter().enumerate() {
+        assert!(
+            (*n as f64) <= flood_budget,
+            "host {} delivered {n} flood messages (budget {flood_budget})",
+            v + 1
+        );
+    }
+
+    // ---- the drop reasons each attack should leave
+    let mut reasons = logged_reasons(&h1.tree.read_log());
+    reasons.extend(logged_reasons(&h2.tree.read_log()));
+    let mut missing = Vec::new();
+    for (name, expected) in &table {
+        for r in *expected {
+            if !reasons.contains(*r) {
+                missing.push(format!("{name}: {r}"));
+            }
+        }
+    }
+
+    // ---- clean exit and a bounded peer table that kept the real peer
+    for v in [&mut h1, &mut h2] {
+        v.pigeon.sigint().unwrap();
+        let status = v.pigeon.wait_timeout(Duration::from_secs(10));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "host {} exit: {status:?}\n{}",
+            v.host,
+            v.tree.read_stderr()
+        );
+    }
+    let mut table_sizes = Vec::new();
+    for (v, other) in [(&h1, &h2.peer_id), (&h2, &h1.peer_id)] {
+        let file = std::fs::read_to_string(v.tree.runtime_dir().join("peers.json")).unwrap();
+        let file: serde_json::Value = serde_json::from_str(&file).unwrap();
+        let peers = file["peers"].as_array().unwrap();
+        assert!(
+            peers.len() <= defaults.security.max_peers,
+            "{}",
+            peers.len()
+        );
+        assert!(
+            peers.iter().any(|p| p["peer_id"] == **other),
+            "host {} forgot its real peer",
+            v.host
+        );
+        table_sizes.push(peers.len());
+    }
+
+    // ---- figures
+    println!("\nattack                                                    expected drop reason(s)");
+    for (name, expected) in &table {
+        println!(
+            "  {name:<58}{}",
+            if expected.is_empty() {
+                "(outcome only)".to_owned()
+            } else {
+                expected.join(", ")
+            }
+        );
+    }
+    println!("drop reasons in the victims' logs: {reasons:?}");
+    println!(
+        "latency h1 -> h2 (ms): baseline p50 {:.2} p90 {:.2} max {:.2} ({} ok, {base_lost} lost)",
+        ms(pct(&base, 0.5)),
+        ms(pct(&base, 0.9)),
+        ms(pct(&base, 1.0)),
+        base.len()
+    );
+    println!(
+        "latency h1 -> h2 (ms): under flood p50 {:.2} p90 {:.2} max {:.2} ({} ok, {under_lost} lost)",
+        ms(pct(&under, 0.5)),
+        ms(pct(&under, 0.9)),
+        ms(pct(&under, 1.0)),
+        under.len()
+    );
+    println!(
+        "latency h1 -> h2 (ms): after attacks p50 {:.2} ({} ok)",
+        ms(pct(&after, 0.5)),
+        after.len()
+    );
+    println!(
+        "flood: {flood_sent} datagrams in {flood_secs:.1} s = {:.0}/s; valid-signed flood delivered to Slips: h1 {} h2 {} (budget {flood_budget})",
+        flood_sent as f64 / flood_secs,
+        flood_delivered[0],
+        flood_delivered[1]
+    );
+    println!(
+        "sybils: {SYBIL_KEYS} announces signed in {keygen_secs:.1} s, sent in {sybil_secs:.1} s from {SYBIL_SOURCES} addresses; peer_updates to Slips for them: h1 {} h2 {}; peer tables at exit: h1 {} h2 {}",
+        sybil_updates[0], sybil_updates[1], table_sizes[0], table_sizes[1]
+    );
+    println!("suite time: {:.1} s", suite_start.elapsed().as_secs_f64());
+
+    assert!(
+        missing.is_empty(),
+        "drop reasons not seen: {missing:?}\nseen: {reasons:?}"
+    );
+    assert_eq!(under_lost, 0, "legitimate requests lost under flood");
+    let (p50_base, p50_flood) = (pct(&base, 0.5), pct(&under, 0.5));
+    assert!(
+        p50_flood <= p50_base * 2,
+        "h1->h2 p50 latency under flood {:.2} ms > 2 x baseline {:.2} ms",
+        ms(p50_flood),
+        ms(p50_base)
+    );
+}
