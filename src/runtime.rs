@@ -82,16 +82,27 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         ),
     }
 
-    let peer_path = base_dir.join(&config.peerstore.file);
-    let stored = match peerstore::load(&peer_path)? {
+    // An empty file name disables persistence (the Go Pigeon's default for
+    // `-peerstore-file ""`); pigeon persists by default.
+    let peer_path = (!config.peerstore.file.as_os_str().is_empty())
+        .then(|| base_dir.join(&config.peerstore.file));
+    if peer_path.is_none() {
+        tracing::warn!("peer list persistence disabled (empty peerstore file name)");
+    }
+    let loaded = match &peer_path {
+        Some(p) => peerstore::load(p)?,
+        None => Loaded::Missing,
+    };
+    let peer_path_shown = peer_path.as_deref().unwrap_or(Path::new("")).display();
+    let stored = match loaded {
         Loaded::Missing => Vec::new(),
         Loaded::Peers(f) => {
-            tracing::info!(peers = f.peers.len(), file = %peer_path.display(), "peer list loaded");
+            tracing::info!(peers = f.peers.len(), file = %peer_path_shown, "peer list loaded");
             f.peers
         }
         Loaded::Corrupt { moved_to, reason } => {
             tracing::error!(
-                file = %peer_path.display(), moved_to = %moved_to.display(),
+                file = %peer_path_shown, moved_to = %moved_to.display(),
                 "peer list unreadable ({reason}); moved aside, starting with no known peers"
             );
             Vec::new()
@@ -306,13 +317,16 @@ struct PeerSaver {
 }
 
 impl PeerSaver {
-    fn spawn(path: PathBuf) -> Self {
+    /// `None`: persistence disabled, lists are discarded.
+    fn spawn(path: Option<PathBuf>) -> Self {
         let (tx, mut rx) = watch::channel::<(u64, Option<PeerFile>)>((0, None));
         let (done_tx, done) = watch::channel(0u64);
         let task = tokio::spawn(async move {
             loop {
                 let (n, file) = rx.borrow_and_update().clone();
-                if let Some(file) = file {
+                if path.is_none() {
+                    let _ = done_tx.send(n);
+                } else if let (Some(file), Some(path)) = (file, &path) {
                     let p = path.clone();
                     match tokio::task::spawn_blocking(move || peerstore::save(&p, &file)).await {
                         Ok(Ok(())) => {
