@@ -100,50 +100,19 @@ impl Identity {
 /// (Ed25519), field 2 (Data) of 64 bytes.
 const PRIVATE_PROTOBUF_PREFIX: [u8; 4] = [0x08, 0x01, 0x12, 0x40];
 
-/// Identity multihash header (code 0x00, length 36) followed by the
-/// protobuf header of an ed25519 `PublicKey` (Type = 1, Data of 32 bytes).
-const PEER_ID_PREFIX: [u8; 6] = [0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
-
-/// The libp2p peer id string (`12D3KooW…`) of an ed25519 public key.
-///
-/// Computed directly (identity multihash of the protobuf public key, in
-/// base58btc) rather than through `libp2p_identity`, which would
-/// decompress the curve point: this runs for every verified datagram. The
-/// tests check it against `libp2p_identity` and the libp2p spec vector.
+/// The libp2p peer id string (`12D3KooW…`) of an ed25519 public key:
+/// the identity multihash of the protobuf-encoded key in base58btc,
+/// computed by `libp2p_identity`. Called once per new peer, not per
+/// datagram (the peer table keeps the result).
 pub fn peer_id_of(key: &VerifyingKey) -> String {
-    let mut bytes = [0u8; 38];
-    bytes[..6].copy_from_slice(&PEER_ID_PREFIX);
-    bytes[6..].copy_from_slice(key.as_bytes());
-    base58(&bytes)
-}
-
-/// Bitcoin-alphabet base58, as used by libp2p peer ids.
-fn base58(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-    // Little-endian base-58 digits of the big-endian input.
-    let mut digits: Vec<u8> = Vec::with_capacity(input.len() * 138 / 100 + 1);
-    for &byte in input {
-        let mut carry = u32::from(byte);
-        for d in digits.iter_mut() {
-            carry += u32::from(*d) << 8;
-            *d = (carry % 58) as u8;
-            carry /= 58;
-        }
-        while carry > 0 {
-            digits.push((carry % 58) as u8);
-            carry /= 58;
-        }
+    match libp2p_identity::ed25519::PublicKey::try_from_bytes(key.as_bytes()) {
+        Ok(pk) => libp2p_identity::PublicKey::from(pk)
+            .to_peer_id()
+            .to_base58(),
+        // Unreachable for a `VerifyingKey` (already a valid point); an id
+        // that matches no peer is the safe answer.
+        Err(_) => String::from("invalid-key"),
     }
-    let zeros = input.iter().take_while(|&&b| b == 0).count();
-    let mut out = String::with_capacity(zeros + digits.len());
-    out.extend(std::iter::repeat_n('1', zeros));
-    out.extend(
-        digits
-            .iter()
-            .rev()
-            .map(|&d| char::from(ALPHABET[usize::from(d)])),
-    );
-    out
 }
 
 /// What [`load_or_create`] did, for the caller to log.
@@ -433,8 +402,6 @@ mod tests {
                 ours
             );
         }
-        assert_eq!(base58(&[0, 0, 1]), "112");
-        assert_eq!(base58(b""), "");
     }
 
     #[test]
