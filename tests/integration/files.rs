@@ -291,3 +291,71 @@ fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
+
+#[test]
+fn operator_commands_read_real_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("peers.json");
+    let file = peer_list(3, 1_800_000_000);
+    peerstore::save(&list, &file).unwrap();
+    let bin = env!("CARGO_BIN_EXE_pigeon");
+
+    let out = Command::new(bin)
+        .args(["peers", "-peerstore-file"])
+        .arg(&list)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("PEER ID"), "{table}");
+    for p in &file.peers {
+        assert!(table.contains(&p.peer_id), "{table}");
+    }
+    assert!(table.contains("10.77.0.1:40000"), "{table}");
+    assert!(table.contains("3 peer(s)"), "{table}");
+
+    let out = Command::new(bin)
+        .args(["peers", "-json", "-peerstore-file"])
+        .arg(&list)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 3);
+    // sum/weight 1/2 blended with the 0.5 prior: exactly 0.5.
+    assert_eq!(rows[0]["reliability"], serde_json::json!(0.5));
+
+    // A missing list is a clear error, exit 1.
+    let out = Command::new(bin)
+        .args(["peers", "-peerstore-file"])
+        .arg(dir.path().join("nope.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such peer list"));
+
+    // `pigeon id` prints the peer id of a key file, and refuses other files.
+    let identity = pigeon::identity::Identity::from_seed([9; 32]);
+    let key = dir.path().join("pigeon.keys");
+    std::fs::write(&key, identity.to_protobuf()).unwrap();
+    let out = Command::new(bin)
+        .args(["id", "-key-file"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        identity.peer_id()
+    );
+    let out = Command::new(bin)
+        .args(["id", "-key-file"])
+        .arg(&list)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
