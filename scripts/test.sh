@@ -109,18 +109,27 @@ lab_namespaces() {
 run_tests() {
     local before after leaked ns lab
     export RUST_BACKTRACE=1
-    cargo test --locked --all-targets --no-run
+    # (step runs this in an `||` context, where `set -e` does not apply)
+    cargo test --locked --all-targets --no-run || return
     before=$(lab_namespaces)
     local rc=0
     timeout --kill-after=30 "${TEST_TIMEOUT_MIN}m" cargo test --locked --all-targets || rc=$?
     [ "$rc" -eq 124 ] && echo "the tests did not finish within $TEST_TIMEOUT_MIN minutes" >&2
-    # every lab a test makes must be gone; remove leftovers so they cannot
-    # disturb later runs, and fail
+    # every lab a test makes must be gone. The harness names labs
+    # pg<pid>_<n>; one whose test process has exited is a leftover: remove
+    # it and fail. Anything else may belong to someone else: leave it.
     after=$(lab_namespaces)
-    leaked=$(comm -13 <(echo "$before") <(echo "$after") | grep . || true)
+    leaked=""
+    for ns in $(comm -13 <(echo "$before") <(echo "$after")); do
+        lab=${ns%-*}
+        if [[ "$lab" =~ ^pg([0-9]+)_[0-9]+$ ]] && [ ! -e "/proc/${BASH_REMATCH[1]}" ]; then
+            leaked="$leaked $lab"
+        fi
+    done
+    leaked=$(tr ' ' '\n' <<<"$leaked" | sort -u | grep . || true)
     if [ -n "$leaked" ]; then
-        echo "namespaces left behind by the tests:" "$(tr "\n" " " <<<"$leaked")" >&2
-        for lab in $(for ns in $leaked; do echo "${ns%-*}"; done | sort -u); do
+        echo "labs left behind by the tests (now removed):" "$(tr "\n" " " <<<"$leaked")" >&2
+        for lab in $leaked; do
             "$ROOT/scripts/lab.sh" down "$lab" >/dev/null 2>&1 || true
         done
         [ "$rc" -ne 0 ] || rc=1
@@ -129,7 +138,7 @@ run_tests() {
 }
 
 run_unit_tests_only() {
-    cargo test --locked --lib --bins
+    cargo test --locked --lib --bins || return
     echo >&2
     echo "test.sh: not root: only the unit tests ran. The integration tests need" >&2
     echo "network namespaces (root); run the full suite with: sudo scripts/test.sh" >&2

@@ -171,7 +171,8 @@ pub struct DeliveryConfig {
     /// How long broadcasts are kept for repair.
     pub retain_broadcast_ms: u64,
     /// First retransmission of an unacknowledged directed message; the
-    /// delay doubles each time.
+    /// delay doubles each time, up to 150 ms or this value if larger
+    /// (`core::delivery::MAX_DIRECTED_BACKOFF_MS`).
     pub directed_retry_ms: u64,
     /// Give up on a directed message after this long. Slips waits 2 s for
     /// answers, so the default stays below that.

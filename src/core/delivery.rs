@@ -19,6 +19,15 @@ use crate::wire::replay::ReplayWindow;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddrV4;
 
+/// Longest gap between two transmissions of an unacknowledged directed
+/// message. The gap starts at `delivery.directed_retry_ms` and doubles up
+/// to this: doubling alone fits only 4 transmissions into the 1.5 s
+/// deadline (0, 100, 300, 700 ms), so with 30 % loss on each link 0.3⁴ ≈
+/// 0.8 % of Slips' answers never arrive; capped, 11 fit (0.3¹¹ ≈ 2·10⁻⁶).
+/// A LAN's round trip is far below this, and the cap bounds what a message
+/// to a vanished peer costs (11 datagrams).
+pub(super) const MAX_DIRECTED_BACKOFF_MS: Millis = 150;
+
 /// A broadcast kept for repeats and repair.
 #[derive(Debug, Clone)]
 pub(super) struct Broadcast {
@@ -85,6 +94,37 @@ impl Outbox {
             .recent
             .get(usize::try_from(id.checked_sub(first)?).ok()?)?;
         (b.id == id).then_some(b)
+    }
+
+    /// Schedules `count` digests after a broadcast at `now`: the first
+    /// `first_ms` later, then at doubling intervals. A digest already due
+    /// is never postponed, so during a stream of broadcasts closer together
+    /// than `first_ms` digests still go out about every `first_ms`: losses
+    /// are repaired while the stream goes on and the broadcasts are still
+    /// retained, not only after it ends.
+    pub(super) fn arm_digests(&mut self, now: Millis, first_ms: Millis, count: u32) {
+        if count == 0 {
+            return;
+        }
+        let due_ms = self
+            .digest
+            .map_or(now + first_ms, |d| d.due_ms.min(now + first_ms));
+        self.digest = Some(DigestTimer {
+            due_ms,
+            interval_ms: first_ms,
+            left: count,
+        });
+    }
+
+    /// The newest broadcast id whose copies have all been sent; digests
+    /// name nothing newer. A receiver that lacks a newer one may still get
+    /// a copy of it, and asking for it would only cost a nack and a repair.
+    pub(super) fn settled_last(&self) -> u64 {
+        self.repeats
+            .iter()
+            .map(|&(_, id)| id)
+            .min()
+            .map_or(self.last_bcast, |id| id.saturating_sub(1))
     }
 
     /// Oldest broadcast id still retained (`last_bcast + 1` if none).
@@ -169,6 +209,42 @@ mod tests {
         assert!(o.broadcast(11).is_none());
         o.prune(100_000, 5, 60_000);
         assert_eq!(o.floor(), 11);
+    }
+
+    #[test]
+    fn a_stream_of_broadcasts_does_not_postpone_digests() {
+        let mut o = Outbox::default();
+        o.arm_digests(0, 300, 5);
+        // Broadcasts every 30 ms: the digest stays due at 300.
+        for t in (30..300).step_by(30) {
+            o.arm_digests(t, 300, 5);
+        }
+        let d = o.digest.expect("armed");
+        assert_eq!((d.due_ms, d.interval_ms, d.left), (300, 300, 5));
+        // After a long gap the schedule starts afresh.
+        o.digest = Some(DigestTimer {
+            due_ms: 5_000,
+            interval_ms: 2_400,
+            left: 2,
+        });
+        o.arm_digests(1_000, 300, 5);
+        let d = o.digest.expect("armed");
+        assert_eq!((d.due_ms, d.interval_ms, d.left), (1_300, 300, 5));
+        o.digest = None;
+        o.arm_digests(0, 300, 0);
+        assert!(o.digest.is_none(), "no digests configured");
+    }
+
+    #[test]
+    fn digests_name_only_broadcasts_whose_copies_are_sent() {
+        let mut o = Outbox::default();
+        assert_eq!(o.settled_last(), 0);
+        for i in 0..3 {
+            o.new_broadcast(i, format!("p{i}"));
+        }
+        assert_eq!(o.settled_last(), 3);
+        o.repeats = vec![(400, 3), (250, 2), (500, 3)];
+        assert_eq!(o.settled_last(), 1);
     }
 
     #[test]

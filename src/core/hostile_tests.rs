@@ -228,11 +228,10 @@ fn a_flooding_key_is_banned() {
     let key = key_of(1);
     let src = SocketAddr::V4(addr_of(1));
     let start = sim.now;
-    let mut seq = 0;
     // 1000 datagrams per second for 10 s.
     for ms in 0..10_000u64 {
         let now = start + ms;
-        seq += 1;
+        let seq = ms + 1;
         let d = wire::seal(
             &key,
             "slips",

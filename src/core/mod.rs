@@ -30,7 +30,7 @@ use crate::wire::{
     Stamp, Unverified, Verified, WireError,
 };
 use bans::{BanParams, Bans};
-use delivery::{DigestTimer, Outbox, Pending};
+use delivery::{MAX_DIRECTED_BACKOFF_MS, Outbox, Pending};
 use ed25519_dalek::SigningKey;
 use limits::{KeyedLimiter, Quota, TokenBucket};
 use peers::{Peer, PeerState, PeerTable};
@@ -330,6 +330,14 @@ impl Node {
         if key == self.key.verifying_key() {
             return self.drop(now, DropReason::Own, &"own datagram");
         }
+        // A lookup: a banned key costs no further work, signature included.
+        if self.bans.is_banned(key.as_bytes(), now) {
+            return self.drop(
+                now,
+                DropReason::Banned,
+                &format_args!("banned key from {src}"),
+            );
+        }
         let stamp = unverified.stamp();
         let skew = self.settings.max_clock_skew_ms;
         if stamp.ts_ms + skew < now {
@@ -350,14 +358,6 @@ impl Node {
             && !p.will_accept(stamp.instance, stamp.seq)
         {
             return self.drop(now, DropReason::Replay, &format_args!("replay from {src}"));
-        }
-        // A lookup, so a banned key costs no signature check.
-        if self.bans.is_banned(key.as_bytes(), now) {
-            return self.drop(
-                now,
-                DropReason::Banned,
-                &format_args!("banned key from {src}"),
-            );
         }
         let verified = match unverified.verify(&self.settings.network) {
             Ok(v) => v,
@@ -429,13 +429,8 @@ impl Node {
             let due = now + k * d.repeat_spacing_ms - d.repeat_spacing_ms / 4 + jitter;
             self.outbox.repeats.push((due, id));
         }
-        if d.digests_after_broadcast > 0 {
-            self.outbox.digest = Some(DigestTimer {
-                due_ms: now + d.first_digest_ms,
-                interval_ms: d.first_digest_ms,
-                left: d.digests_after_broadcast,
-            });
-        }
+        self.outbox
+            .arm_digests(now, d.first_digest_ms, d.digests_after_broadcast);
     }
 
     fn send_directed(&mut self, now: Millis, payload: String, peer_id: String) {
@@ -530,7 +525,7 @@ impl Node {
         if let Some(mut d) = self.outbox.digest.filter(|d| d.due_ms <= now) {
             let body = DigestBody {
                 floor: self.outbox.floor(),
-                last: self.outbox.last_bcast,
+                last: self.outbox.settled_last(),
             };
             self.send(now, Destination::Multicast, Kind::Digest, &body);
             d.left = d.left.saturating_sub(1);
@@ -565,7 +560,10 @@ impl Node {
             };
             self.stats.retransmissions += 1;
             self.send(now, Destination::Unicast(p.addr), Kind::Data, &body);
-            p.backoff_ms = p.backoff_ms.saturating_mul(2);
+            p.backoff_ms = p
+                .backoff_ms
+                .saturating_mul(2)
+                .min(MAX_DIRECTED_BACKOFF_MS.max(self.settings.delivery.directed_retry_ms));
             p.next_ms = (now + p.backoff_ms).min(p.deadline_ms);
             self.outbox.pending.insert(id, p);
         }

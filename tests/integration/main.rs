@@ -7,5 +7,6 @@ mod attacks;
 mod e2e;
 mod files;
 mod lab;
+mod loss;
 mod redis_bridge;
 mod slips_checks;
