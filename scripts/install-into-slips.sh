@@ -147,7 +147,14 @@ install() {
     dir=$slips/p2p4slips
     mkdir -p "$dir"
 
-    # 1. Neutralise the Go build: move the Go Pigeon's sources aside (its
+    # 1. The copy the shim execs, first: from the moment the shim exists,
+    #    a `go build` by Slips yields a launcher of this file.
+    if ! cmp -s "$binary" "$dir/pigeon"; then
+        put "$binary" "$dir/pigeon" 755
+        say "installed p2p4slips/pigeon (what the shim runs)"
+    fi
+
+    # 2. Neutralise the Go build: move the Go Pigeon's sources aside (its
     #    sub-packages may stay: nothing imports them any more), then write
     #    the shim.
     mapfile -t srcs < <(go_sources "$dir")
@@ -169,7 +176,7 @@ install() {
         say "wrote the shim p2p4slips/go.mod and p2p4slips/$SHIM_FILE (Slips' \`go build\` now builds a launcher of pigeon)"
     fi
 
-    # 2. The binary Slips starts, and the copy the shim execs.
+    # 3. The binary Slips starts.
     dest=$dir/p2p4slips
     if [ -e "$dest" ] && ! cmp -s "$binary" "$dest"; then
         if is_shim "$dest"; then
@@ -190,12 +197,8 @@ install() {
         put "$binary" "$dest" 755
         say "installed p2p4slips/p2p4slips"
     fi
-    if ! cmp -s "$binary" "$dir/pigeon"; then
-        put "$binary" "$dir/pigeon" 755
-        say "installed p2p4slips/pigeon (what the shim runs)"
-    fi
 
-    # 3. A commented configuration, never over the user's own.
+    # 4. A commented configuration, never over the user's own.
     if [ -e "$dir/pigeon.toml" ]; then
         say "kept the existing p2p4slips/pigeon.toml"
     else
@@ -203,7 +206,7 @@ install() {
         say "wrote p2p4slips/pigeon.toml (every setting, commented, at its default)"
     fi
 
-    # 4. What Slips itself needs.
+    # 5. What Slips itself needs.
     if [ -f "$slips/VERSION" ]; then
         say "Slips VERSION: $(tr -d '\n' <"$slips/VERSION")"
     fi

@@ -127,4 +127,3 @@ fuzz_target!(|data: &[u8]| {
     }
     assert!(go_data <= 1, "one datagram, {go_data} messages for Slips");
 });
-

@@ -17,7 +17,9 @@ fn check(text: &str) {
     if let Ok(valid) = payload::validate(text) {
         let b64 = text.strip_suffix('\n').unwrap_or(text);
         assert!(b64.is_ascii());
-        let bytes = BASE64_STANDARD.decode(b64).expect("valid payload is base64");
+        let bytes = BASE64_STANDARD
+            .decode(b64)
+            .expect("valid payload is base64");
         let value: serde_json::Value =
             serde_json::from_slice(&bytes).expect("valid payload is JSON");
         assert!(value.is_object());

@@ -56,6 +56,8 @@ const MIN_ANSWER_GAP_MS: Millis = 1_000;
 const MAX_SOURCES: usize = 4_096;
 /// Misbehaving keys whose strikes and bans are remembered.
 const MAX_BAN_KEYS: usize = 4_096;
+/// Valid payloads of one peer count for reliability at most this often.
+const VALID_PAYLOAD_SPACING_MS: Millis = 10_000;
 /// Shortest gap between two nacks to one sender instance.
 const MIN_NACK_GAP_MS: Millis = 100;
 /// A peer's `last_seen` is rewritten to disk at most this often.
@@ -263,6 +265,7 @@ impl Node {
                 persisted_last_seen_ms: last_seen_ms,
                 last_announce_ms: 0,
                 instance: None,
+                last_valid_payload_ms: 0,
                 announce_interval_ms: self.settings.announce_interval_ms,
                 missed: 0,
                 reliability: Reliability::from_stored(s.reliability),
@@ -594,6 +597,7 @@ impl Node {
             persisted_last_seen_ms: 0,
             last_announce_ms: 0,
             instance: None,
+            last_valid_payload_ms: 0,
             announce_interval_ms: self.settings.announce_interval_ms,
             missed: 0,
             reliability: Reliability::default(),
@@ -731,7 +735,14 @@ impl Node {
                 );
             }
         }
-        self.observe(now, &v.key, reliability::VALID_PAYLOAD);
+        // At most one valid payload per peer counts per interval, so a
+        // chatty (or flooding) key cannot farm reliability.
+        if let Some(peer) = self.peers.get_mut(&v.key)
+            && now.saturating_sub(peer.last_valid_payload_ms) >= VALID_PAYLOAD_SPACING_MS
+        {
+            peer.last_valid_payload_ms = now;
+            self.observe(now, &v.key, reliability::VALID_PAYLOAD);
+        }
         let message = body
             .payload
             .strip_suffix('\n')

@@ -68,6 +68,8 @@ pub struct Peer {
     pub persisted_last_seen_ms: u64,
     /// Last verified announcement, Unix ms (0 = none this run).
     pub last_announce_ms: u64,
+    /// Last valid payload that counted for reliability.
+    pub last_valid_payload_ms: u64,
     /// Instance of its latest announcement: a new one means it restarted.
     pub instance: Option<u64>,
     /// The peer's announced interval.

@@ -11,9 +11,11 @@
 //! Loss is independent per receiver: `lab.sh link-loss` on every host makes
 //! the bridge drop that share of *everything* it forwards to the host, so a
 //! multicast copy is lost at each receiver independently, and so are the
-//! nacks and acks going back to the sender. Each run counts, per receiver
-//! and payload, how many `go_data` Slips got: more than one is a duplicate
-//! and fails the test.
+//! nacks and acks going back to the sender. Loss is switched on after
+//! discovery and after every host has resolved its neighbours (ARP), the
+//! steady state of a real LAN. Each run counts, per receiver and payload,
+//! how many `go_data` Slips got: more than one is a duplicate and fails the
+//! test.
 //!
 //! Overhead is counted by an nft counter of the UDP datagrams leaving each
 //! host (netdev egress, so before the bridge drops anything), read before
@@ -47,7 +49,8 @@ const SENDER: usize = 1;
 /// Reports per broadcast run (the issue asks for at least 200).
 const REPORTS: usize = 200;
 /// One report every 30 ms: a busy Slips. Each broadcast is sent three
-/// times, so this is ~100 datagrams/s, the default per-peer rate.
+/// times, so this is ~100 datagrams/s, the most the default per-peer rate
+/// sustains (docs/BENCHMARKS.md, "Lossy LAN", finding 3).
 const PACE: Duration = Duration::from_millis(30);
 /// Directed answers per run, and their spacing.
 const ANSWERS: usize = 100;
@@ -1092,7 +1095,7 @@ fn partitioned_host_catches_up_after_healing() {
 /// (`LOSSY_LAN_ANSWERS`, default 300) at 0, 10 and 30 % loss. Records,
 /// does not judge: only duplicates fail it.
 #[test]
-#[ignore = "figure run, ~5 min: cargo test --test integration lossy_lan_figures -- --ignored --nocapture"]
+#[ignore = "figure run, ~3 min: cargo test --test integration lossy_lan_figures -- --ignored --nocapture"]
 fn lossy_lan_figures() {
     let env = |name: &str, default: usize| {
         std::env::var(name)
