@@ -716,9 +716,10 @@ fn answers_arrive_once_within_slips_wait_despite_loss() {
             );
         }
     }
-    // Each try survives with 0.7 × 0.7 (data and ack); five tries in 1.5 s.
+    // Up to 11 transmissions fit in the 1.5 s deadline (gaps capped at
+    // 150 ms): an answer is lost only if all of them are (0.3¹¹).
     assert!(
-        late_or_lost <= 2,
+        late_or_lost == 0,
         "{late_or_lost} of 100 answers late or lost"
     );
 }
