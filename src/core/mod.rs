@@ -953,7 +953,11 @@ impl Node {
                 peer.reliability
                     .observe(now, reliability::ANNOUNCE_MISSED, &params);
             }
-            if peer.missed >= limit {
+            // Missed announcements cost reliability, but a peer we still
+            // hear from (acks, data, digests) is alive: under heavy loss its
+            // announcements may be what got lost.
+            let heard_recently = now.saturating_sub(peer.last_seen_ms) < interval;
+            if peer.missed >= limit && !heard_recently {
                 peer.state = PeerState::Inactive;
                 tracing::info!(peer = %peer.peer_id, missed = peer.missed, "peer inactive");
             }
