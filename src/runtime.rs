@@ -209,7 +209,10 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         accepted = stats.datagrams_accepted,
         sent = stats.datagrams_out,
         to_slips = stats.to_slips,
-        dropped = stats.dropped_total(),
+        // Own multicast echoes, duplicates and messages for other peers
+        // are normal; only the rest is worth an operator's attention.
+        dropped = stats.dropped_unusual(),
+        routine = stats.dropped_total() - stats.dropped_unusual(),
         "stopped"
     );
     if stats.dropped_total() > 0 || stats.bans > 0 {

@@ -122,6 +122,15 @@ impl Stats {
         self.dropped.values().sum()
     }
 
+    /// Drops that are not routine (see [`DropReason::is_routine`]).
+    pub fn dropped_unusual(&self) -> u64 {
+        self.dropped
+            .iter()
+            .filter(|(r, _)| !r.is_routine())
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// Drops of one reason.
     pub fn dropped(&self, r: DropReason) -> u64 {
         self.dropped.get(&r).copied().unwrap_or(0)
