@@ -22,6 +22,7 @@
 
 use anyhow::{Context as _, anyhow, bail};
 use base64::Engine as _;
+use pigeon::slips::python;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -320,7 +321,7 @@ fn number_arg(raw: &mut Raw, name: &str, low: f64, high: f64) -> anyhow::Result<
         let x: f64 = text
             .parse()
             .map_err(|_| anyhow!("--{name}: \"{text}\" is not a number"))?;
-        (x, py_float_repr(x))
+        (x, python::py_float_repr(x))
     };
     if !value.is_finite() || value < low || value > high {
         bail!("--{name} must be a number in [{low}, {high}], got {text}");
@@ -357,98 +358,6 @@ fn uint_arg(raw: &mut Raw, name: &str) -> anyhow::Result<Option<u64>> {
 }
 
 // ------------------------------------------------------------------ Slips' bytes
-
-/// Python's `repr(float)`: shortest round-trip digits, exponent form below
-/// 1e-4 and from 1e16 on, and always a `.0` on integral values.
-fn py_float_repr(x: f64) -> String {
-    if x.is_nan() {
-        return "NaN".to_owned();
-    }
-    if x.is_infinite() {
-        return if x > 0.0 { "Infinity" } else { "-Infinity" }.to_owned();
-    }
-    let sign = if x.is_sign_negative() { "-" } else { "" };
-    let sci = format!("{:e}", x.abs());
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let decpt = exp + 1;
-    let body = if (-4..16).contains(&exp) {
-        if decpt <= 0 {
-            format!("0.{}{digits}", "0".repeat(decpt.unsigned_abs() as usize))
-        } else if decpt as usize >= digits.len() {
-            format!("{digits}{}.0", "0".repeat(decpt as usize - digits.len()))
-        } else {
-            let (int, frac) = digits.split_at(decpt as usize);
-            format!("{int}.{frac}")
-        }
-    } else {
-        let (first, rest) = digits.split_at(1);
-        let frac = if rest.is_empty() {
-            String::new()
-        } else {
-            format!(".{rest}")
-        };
-        let esign = if exp < 0 { '-' } else { '+' };
-        format!("{first}{frac}e{esign}{:02}", exp.unsigned_abs())
-    };
-    format!("{sign}{body}")
-}
-
-/// A JSON string as Python's `json.dumps` writes it (`ensure_ascii`).
-fn py_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            c => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Slips' `build_go_message`: keys in this order, `", "` and `": "`
-/// separators. `evaluation` is `(score, confidence)` already rendered.
-fn go_message(message_type: &str, ip: &str, evaluation: Option<(&str, &str)>) -> String {
-    let mut text = format!(
-        "{{\"message_type\": {}, \"key_type\": \"ip\", \"key\": {}, \"evaluation_type\": \"score_confidence\"",
-        py_str(message_type),
-        py_str(ip)
-    );
-    if let Some((score, confidence)) = evaluation {
-        text.push_str(&format!(
-            ", \"evaluation\": {{\"score\": {score}, \"confidence\": {confidence}}}"
-        ));
-    }
-    text.push('}');
-    text
-}
-
-/// The scroll Slips publishes on pygo: `{"message": "<b64>", "recipient":
-/// "*", "version": "1.1.21"}`.
-fn scroll(inner: &str, recipient: &str, version: &str) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(inner.as_bytes());
-    format!(
-        "{{\"message\": {}, \"recipient\": {}, \"version\": {}}}",
-        py_str(&b64),
-        py_str(recipient),
-        py_str(version)
-    )
-}
 
 // ------------------------------------------------------------------ what Slips accepts
 
@@ -829,8 +738,8 @@ fn cmd_respond(
                 } = &msg
                     && inner.message_type == "request"
                 {
-                    let answer = scroll(
-                        &go_message("report", &inner.key, Some((score, confidence))),
+                    let answer = python::scroll(
+                        &python::build_go_message("report", &inner.key, Some((score, confidence))),
                         reporter,
                         &common.version,
                     );
@@ -954,7 +863,11 @@ fn run(common: &Common, cmd: &Cmd) -> Outcome {
             require_subscriber,
         } => cmd_publish(
             common,
-            &scroll(&go_message("request", ip, None), "*", &common.version),
+            &python::scroll(
+                &python::build_go_message("request", ip, None),
+                "*",
+                &common.version,
+            ),
             &format!("request about {ip} to *"),
             *require_subscriber,
         ),
@@ -967,8 +880,8 @@ fn run(common: &Common, cmd: &Cmd) -> Outcome {
             require_subscriber,
         } => cmd_publish(
             common,
-            &scroll(
-                &go_message(kind.as_str(), ip, Some((score, confidence))),
+            &python::scroll(
+                &python::build_go_message(kind.as_str(), ip, Some((score, confidence))),
                 recipient,
                 &common.version,
             ),
@@ -1036,7 +949,11 @@ mod tests {
             panic!("{cmd:?}")
         };
         assert_eq!(
-            scroll(&go_message("request", &ip, None), "*", &c.version),
+            python::scroll(
+                &python::build_go_message("request", &ip, None),
+                "*",
+                &c.version
+            ),
             "{\"message\": \"eyJtZXNzYWdlX3R5cGUiOiAicmVxdWVzdCIsICJrZXlfdHlwZSI6ICJpcCIsICJrZXkiOiAiMS4yLjMuNCIsICJldmFsdWF0aW9uX3R5cGUiOiAic2NvcmVfY29uZmlkZW5jZSJ9\", \"recipient\": \"*\", \"version\": \"1.1.21\"}"
         );
     }
@@ -1060,7 +977,7 @@ mod tests {
         };
         assert_eq!((recipient.as_str(), kind), ("12D3KooWAbc", Kind::Blame));
         assert_eq!(
-            go_message(kind.as_str(), &ip, Some((&score, &confidence))),
+            python::build_go_message(kind.as_str(), &ip, Some((&score, &confidence))),
             "{\"message_type\": \"blame\", \"key_type\": \"ip\", \"key\": \"10.0.0.9\", \"evaluation_type\": \"score_confidence\", \"evaluation\": {\"score\": 1, \"confidence\": 0.9}}"
         );
     }
@@ -1076,7 +993,7 @@ mod tests {
             (1e16, "1e+16"),
             (123.456, "123.456"),
         ] {
-            assert_eq!(py_float_repr(x), want, "{x}");
+            assert_eq!(python::py_float_repr(x), want, "{x}");
         }
     }
 
@@ -1125,7 +1042,7 @@ mod tests {
     fn valid_messages_are_summarised() {
         let msg = check_gopy(
             go_data(
-                &go_message("report", "1.2.3.4", Some(("0.8", "0.9"))),
+                &python::build_go_message("report", "1.2.3.4", Some(("0.8", "0.9"))),
                 "1.1.21",
             )
             .as_bytes(),
@@ -1148,14 +1065,14 @@ mod tests {
 
     #[test]
     fn what_slips_drops_is_refused() {
-        let req = go_message("request", "1.2.3.4", None);
+        let req = python::build_go_message("request", "1.2.3.4", None);
         let cases: Vec<(String, &str)> = vec![
             (go_data(&req, "1.1.20"), "\"version\""),
             (go_data(&req, "1.1.21").replace(",\"version\":\"1.1.21\"", ""), "no \"version\""),
             (go_data("[1]", "1.1.21"), "not a JSON object"),
             (go_data(&req.replace("1.2.3.4", "1.2.3.4:80"), "1.1.21"), "\"key\""),
             (
-                go_data(&go_message("report", "1.2.3.4", Some(("2", "1"))), "1.1.21"),
+                go_data(&python::build_go_message("report", "1.2.3.4", Some(("2", "1"))), "1.1.21"),
                 "\"score\"",
             ),
             (

@@ -6,6 +6,7 @@
 //! `docs/SLIPS.md` and the contract reference.
 
 pub mod payload;
+pub mod python;
 
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;

@@ -1292,70 +1292,7 @@ impl std::fmt::Display for PyNum {
     }
 }
 
-/// Python's `json.dumps` of a float: `repr(x)`, with `NaN`, `Infinity`,
-/// `-Infinity` for the non-finite values.
-pub fn py_float_repr(x: f64) -> String {
-    if x.is_nan() {
-        return "NaN".to_owned();
-    }
-    if x.is_infinite() {
-        return if x > 0.0 { "Infinity" } else { "-Infinity" }.to_owned();
-    }
-    let sign = if x.is_sign_negative() { "-" } else { "" };
-    // shortest round-trip digits, d.ddddde±x
-    let sci = format!("{:e}", x.abs());
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let decpt = exp + 1; // position of the decimal point in `digits`
-    let body = if (-4..16).contains(&exp) {
-        if decpt <= 0 {
-            format!("0.{}{digits}", "0".repeat((-decpt) as usize))
-        } else if decpt as usize >= digits.len() {
-            format!("{digits}{}.0", "0".repeat(decpt as usize - digits.len()))
-        } else {
-            let (int, frac) = digits.split_at(decpt as usize);
-            format!("{int}.{frac}")
-        }
-    } else {
-        let (first, rest) = digits.split_at(1);
-        let frac = if rest.is_empty() {
-            String::new()
-        } else {
-            format!(".{rest}")
-        };
-        let esign = if exp < 0 { '-' } else { '+' };
-        format!("{first}{frac}e{esign}{:02}", exp.unsigned_abs())
-    };
-    format!("{sign}{body}")
-}
-
-/// A JSON string literal as Python's `json.dumps` (with `ensure_ascii`)
-/// writes it.
-pub fn dumps_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            c => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
-        }
-    }
-    out.push('"');
-    out
-}
+pub use pigeon::slips::python::{dumps_str, py_float_repr, pygo_scroll};
 
 /// Python's `json.dumps(value)` for a parsed value.
 fn dumps(value: &Py) -> String {
@@ -1383,17 +1320,6 @@ fn dumps(value: &Py) -> String {
 
 // ------------------------------------------------------------------ Slips → Pigeon
 
-/// The exact scroll Slips 1.1.21 publishes on the pygo channel:
-/// `{"message": "<b64>", "recipient": "*", "version": "1.1.21"}`.
-pub fn pygo_scroll(message_b64: &str, recipient: &str, version: &str) -> String {
-    format!(
-        "{{\"message\": {}, \"recipient\": {}, \"version\": {}}}",
-        dumps_str(message_b64),
-        dumps_str(recipient),
-        dumps_str(version)
-    )
-}
-
 /// The JSON text of Slips' `build_go_message`: keys `message_type`,
 /// `key_type`, `key`, `evaluation_type` and, when `evaluation` is given,
 /// `evaluation: {"score": S, "confidence": C}`.
@@ -1402,18 +1328,12 @@ pub fn build_go_message(
     ip: &str,
     evaluation: Option<(PyNum, PyNum)>,
 ) -> String {
-    let mut text = format!(
-        "{{\"message_type\": {}, \"key_type\": \"ip\", \"key\": {}, \"evaluation_type\": \"score_confidence\"",
-        dumps_str(message_type),
-        dumps_str(ip)
-    );
-    if let Some((score, confidence)) = evaluation {
-        text.push_str(&format!(
-            ", \"evaluation\": {{\"score\": {score}, \"confidence\": {confidence}}}"
-        ));
-    }
-    text.push('}');
-    text
+    let rendered = evaluation.map(|(s, c)| (s.to_string(), c.to_string()));
+    pigeon::slips::python::build_go_message(
+        message_type,
+        ip,
+        rendered.as_ref().map(|(s, c)| (s.as_str(), c.as_str())),
+    )
 }
 
 /// Standard padded base64, as Slips encodes the inner message.

@@ -1,0 +1,105 @@
+//! Slips' side of the pygo channel, byte for byte: Python's `json.dumps`
+//! formatting of the scrolls Slips publishes. Used by the `pigeon-slips`
+//! stand-in and by the tests, so both send exactly what Slips sends.
+
+use base64::Engine as _;
+
+/// Python's `repr(float)`: shortest round-trip digits, exponent form below
+/// 1e-4 and from 1e16 on, and always a `.0` on integral values.
+pub fn py_float_repr(x: f64) -> String {
+    if x.is_nan() {
+        return "NaN".to_owned();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "Infinity" } else { "-Infinity" }.to_owned();
+    }
+    let sign = if x.is_sign_negative() { "-" } else { "" };
+    let sci = format!("{:e}", x.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let decpt = exp + 1;
+    let body = if (-4..16).contains(&exp) {
+        if decpt <= 0 {
+            format!("0.{}{digits}", "0".repeat(decpt.unsigned_abs() as usize))
+        } else if decpt as usize >= digits.len() {
+            format!("{digits}{}.0", "0".repeat(decpt as usize - digits.len()))
+        } else {
+            let (int, frac) = digits.split_at(decpt as usize);
+            format!("{int}.{frac}")
+        }
+    } else {
+        let (first, rest) = digits.split_at(1);
+        let frac = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        let esign = if exp < 0 { '-' } else { '+' };
+        format!("{first}{frac}e{esign}{:02}", exp.unsigned_abs())
+    };
+    format!("{sign}{body}")
+}
+
+/// A JSON string as Python's `json.dumps` writes it (`ensure_ascii`).
+pub fn dumps_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(c),
+            c => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Slips' `build_go_message`: keys in this order, `", "` and `": "`
+/// separators. `evaluation` is `(score, confidence)` already rendered.
+pub fn build_go_message(message_type: &str, ip: &str, evaluation: Option<(&str, &str)>) -> String {
+    let mut text = format!(
+        "{{\"message_type\": {}, \"key_type\": \"ip\", \"key\": {}, \"evaluation_type\": \"score_confidence\"",
+        dumps_str(message_type),
+        dumps_str(ip)
+    );
+    if let Some((score, confidence)) = evaluation {
+        text.push_str(&format!(
+            ", \"evaluation\": {{\"score\": {score}, \"confidence\": {confidence}}}"
+        ));
+    }
+    text.push('}');
+    text
+}
+
+/// The scroll Slips publishes on pygo: `{"message": "<b64>", "recipient":
+/// "*", "version": "1.1.21"}`.
+pub fn scroll(inner: &str, recipient: &str, version: &str) -> String {
+    pygo_scroll(
+        &base64::engine::general_purpose::STANDARD.encode(inner.as_bytes()),
+        recipient,
+        version,
+    )
+}
+
+/// The scroll around an already encoded `message`.
+pub fn pygo_scroll(message_b64: &str, recipient: &str, version: &str) -> String {
+    format!(
+        "{{\"message\": {}, \"recipient\": {}, \"version\": {}}}",
+        dumps_str(message_b64),
+        dumps_str(recipient),
+        dumps_str(version)
+    )
+}
