@@ -66,7 +66,7 @@ commands (orchestrator; each creates and removes its own lab with scripts/lab.sh
   latency  [--count 1000] [--pace-directed-ms 10] [--pace-broadcast-ms 40]
            Slips publish on host A -> go_data on host B, next to a floor
            (Redis hop + UDP datagram + Redis hop)
-  fanout   [--n 10,25,50] [--requests 30] [--gap-ms 500]
+  fanout   [--n 10,25,50] [--requests 100] [--gap-ms 500]
            one request to N responders, time until all N answers are back
   converge [--n 10,25,50,100]
            N pigeons started together, time until every Slips knows all others
@@ -415,6 +415,25 @@ impl Lab {
             .output()
             .context("redis-cli")?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// utime + stime (clock ticks) of every process now running in the
+    /// given hosts (`ip netns pids`, which only lists).
+    fn cpu_ticks(&self, hosts: &[usize]) -> Result<u64> {
+        let mut total = 0;
+        for h in hosts {
+            let out = Command::new("ip")
+                .args(["netns", "pids", &format!("{}-h{h}", self.name)])
+                .output()
+                .context("ip netns pids")?;
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse() {
+                    // A process may have exited meanwhile.
+                    total += proc_ticks(pid).unwrap_or(0);
+                }
+            }
+        }
+        Ok(total)
     }
 
     /// `nft` in the lab's bridge namespace (counters only; no packet is
@@ -1325,6 +1344,10 @@ fn latency(args: &Args) -> Result<LatencyResult> {
 #[derive(Debug, Serialize, Deserialize)]
 struct FanoutRound {
     n: usize,
+    /// CPU time (ms) that the lab's processes (pigeons, Slips stand-ins,
+    /// Redis servers) spent per request, copies and digests included: all
+    /// N+1 hosts share this machine's cores.
+    cpu_ms_per_request: f64,
     requests: usize,
     incomplete: usize,
     all: Dist,
@@ -1343,7 +1366,7 @@ struct FanoutResult {
 
 fn fanout(args: &Args) -> Result<FanoutResult> {
     let ns = args.list_or("fan-n", "n", &[10, 25, 50])?;
-    let requests: u32 = args.num("requests", 30)?;
+    let requests: u32 = args.num("requests", 100)?;
     let gap: u64 = args.num("gap-ms", 500)?;
     let load_before = loadavg();
     let max = ns.iter().copied().max().unwrap_or(1);
@@ -1383,6 +1406,8 @@ fn fanout(args: &Args) -> Result<FanoutResult> {
             readies.push(r);
         }
         wait_files(&readies, Duration::from_secs(30))?;
+        let hosts: Vec<usize> = (1..=n + 1).collect();
+        let ticks0 = lab.cpu_ticks(&hosts)?;
         let out = work.file("request.txt");
         let mut req = spawn_worker(
             &lab,
@@ -1402,6 +1427,14 @@ fn fanout(args: &Args) -> Result<FanoutResult> {
             ],
         )?;
         let st = req.wait(LONG_WAIT + Duration::from_millis(gap * u64::from(requests)))?;
+        let ticks = lab.cpu_ticks(&hosts)?.saturating_sub(ticks0);
+        let warmups = fs::read_to_string(work.file("request.err"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("warm-up request"))
+            .count();
+        let cpu_ms_per_request =
+            ticks as f64 / clk_tck() as f64 * 1000.0 / (requests as usize + warmups).max(1) as f64;
         stop(&mut responders);
         stop(&mut pigeons);
         ensure!(
@@ -1427,6 +1460,7 @@ fn fanout(args: &Args) -> Result<FanoutResult> {
         }
         let round = FanoutRound {
             n,
+            cpu_ms_per_request,
             requests: first.len(),
             incomplete,
             all: Dist::of(&all),
@@ -1461,6 +1495,9 @@ struct ConvergeRound {
     /// CPU seconds all N pigeons used from the start until every Slips
     /// knew every peer, and the wall time of that span.
     pigeon_cpu_s: f64,
+    /// How busy all cores of the machine were meanwhile (every process:
+    /// pigeons, their start-up, Redis servers, Slips stand-ins, others').
+    machine_busy_pct: f64,
     wall_s: f64,
     /// Datagrams each pigeon received over its run (its own `stopped`
     /// line), on average.
@@ -1525,9 +1562,17 @@ fn converge(args: &Args) -> Result<ConvergeResult> {
             t.setup(&mut cmd)?;
             pigeons.push(Proc::spawn(format!("pigeon of host {}", t.host), cmd)?);
         }
+        // The whole machine's CPU from the start until every Slips knew
+        // every peer: shows whether the round was CPU-bound.
+        let at_instant = Instant::now() + Duration::from_nanos(at.saturating_sub(now_ns()));
+        sleep_until(at_instant);
+        let cpu0 = machine_cpu()?;
         for w in &mut watchers {
             w.wait(Duration::from_secs(90))?;
         }
+        let cpu1 = machine_cpu()?;
+        let machine_busy_pct =
+            (cpu1.0 - cpu0.0) as f64 / ((cpu1.1 - cpu0.1) as f64).max(1.0) * 100.0;
         let wall_s = (now_ns().saturating_sub(at)) as f64 / 1e9;
         // CPU the pigeons used from their start until now: on this box all
         // N pigeons share 2 cores, on a real LAN each has its own machine.
@@ -1562,6 +1607,7 @@ fn converge(args: &Args) -> Result<ConvergeResult> {
         }
         let round = ConvergeRound {
             n,
+            machine_busy_pct,
             pigeon_cpu_s,
             wall_s,
             datagrams_received_mean: received.iter().sum::<f64>() / received.len().max(1) as f64,
@@ -1615,6 +1661,21 @@ fn proc_status_kb(pid: u32, field: &str) -> Result<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// (busy, total) clock ticks of all CPUs since boot (`/proc/stat`).
+fn machine_cpu() -> Result<(u64, u64)> {
+    let s = fs::read_to_string("/proc/stat")?;
+    let line = s.lines().next().context("empty /proc/stat")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    ensure!(v.len() >= 5, "odd /proc/stat: {line}");
+    let total: u64 = v.iter().take(8).sum();
+    // idle and iowait are not busy.
+    Ok((total - v[3] - v[4], total))
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -1923,23 +1984,23 @@ impl IdleRun {
 
 // ===================================================================== summary
 
-/// Criterion's estimate (ns) of one benchmark: (mean, median).
-fn criterion_ns(group: &str, bench: &str) -> Option<(f64, f64)> {
+/// Criterion's estimate (ns) of one benchmark, the one it prints: the
+/// slope of its linear sampling when there is one, else the mean.
+fn criterion_ns(group: &str, bench: &str) -> Option<f64> {
     let path = Path::new(ROOT)
         .join("target/criterion")
         .join(group)
         .join(bench)
         .join("new/estimates.json");
     let v: serde_json::Value = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
-    Some((
-        v["mean"]["point_estimate"].as_f64()?,
-        v["median"]["point_estimate"].as_f64()?,
-    ))
+    v["slope"]["point_estimate"]
+        .as_f64()
+        .or_else(|| v["mean"]["point_estimate"].as_f64())
 }
 
 fn summary(args: &Args) -> Result<()> {
     println!("## Pure parts (criterion, `cargo bench --bench pure`)\n");
-    println!("| benchmark | mean | per second |\n|---|---|---|");
+    println!("| benchmark | time | per second |\n|---|---|---|");
     let benches = [
         ("envelope", "seal"),
         ("envelope", "parse_verify"),
@@ -1957,7 +2018,7 @@ fn summary(args: &Args) -> Result<()> {
     ];
     let mut est = BTreeMap::new();
     for (g, b) in benches {
-        if let Some((mean, _)) = criterion_ns(g, b) {
+        if let Some(mean) = criterion_ns(g, b) {
             est.insert(b, mean);
             let t = if mean >= 1e6 {
                 format!("{:.2} ms", mean / 1e6)
@@ -2017,12 +2078,20 @@ fn summary(args: &Args) -> Result<()> {
     if let Some(f) = load::<FanoutResult>(args, "fanout")? {
         println!("\n## Fan-out ({}, load before {})\n", f.date, f.load_before);
         println!(
-            "| N | requests | incomplete | all answers p50 ms | p99 ms | max ms | first answer p50 ms |\n|---|---|---|---|---|---|---|"
+            "| N | requests | incomplete | all answers p50 ms | p90 ms | p99 ms | max ms | first answer p50 ms | CPU ms per request |\n|---|---|---|---|---|---|---|---|---|"
         );
         for r in &f.rounds {
             println!(
-                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
-                r.n, r.requests, r.incomplete, r.all.p50, r.all.p99, r.all.max, r.first.p50
+                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
+                r.n,
+                r.requests,
+                r.incomplete,
+                r.all.p50,
+                r.all.p90,
+                r.all.p99,
+                r.all.max,
+                r.first.p50,
+                r.cpu_ms_per_request
             );
         }
     }
@@ -2032,11 +2101,11 @@ fn summary(args: &Args) -> Result<()> {
             c.date, c.load_before
         );
         println!(
-            "| N | converged | all converged after ms | median pigeon ms | start spread ms | pigeons' CPU s / wall s | datagrams received per pigeon |\n|---|---|---|---|---|---|---|"
+            "| N | converged | all converged after ms | median pigeon ms | start spread ms | pigeons' CPU s / wall s | machine busy | datagrams received per pigeon |\n|---|---|---|---|---|---|---|---|"
         );
         for r in &c.rounds {
             println!(
-                "| {} | {}/{} | {:.0} | {:.0} | {:.1} | {:.1} / {:.1} | {:.0} |",
+                "| {} | {}/{} | {:.0} | {:.0} | {:.1} | {:.1} / {:.1} | {:.0} % | {:.0} |",
                 r.n,
                 r.converged,
                 r.n,
@@ -2045,6 +2114,7 @@ fn summary(args: &Args) -> Result<()> {
                 r.start_spread_ms,
                 r.pigeon_cpu_s,
                 r.wall_s,
+                r.machine_busy_pct,
                 r.datagrams_received_mean
             );
         }
