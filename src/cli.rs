@@ -233,43 +233,57 @@ fn parse_run(args: &[OsString]) -> Result<Command, CliError> {
 /// Parses `id [-key-file F]`.
 fn parse_id(args: &[OsString]) -> Result<Command, CliError> {
     let mut key_file = PathBuf::from(DEFAULT_ID_KEY_FILE);
-    let mut i = 0;
-    while i < args.len() {
-        let tok = match classify(&args[i])? {
-            Next::Stop => return Err(unexpected("id", &args[i])),
-            Next::End => {
-                i += 1;
-                break;
-            }
-            Next::Flag(tok) => tok,
-        };
-        i += 1;
-        match tok.name.as_str() {
-            "h" => return Ok(Command::Help),
-            "help" => {
-                let v = take_value(&tok, Kind::Bool, args, &mut i)?;
-                if parse_bool("help", &v)? {
-                    return Ok(Command::Help);
-                }
-            }
-            "key-file" => key_file = PathBuf::from(take_value(&tok, Kind::Value, args, &mut i)?),
-            _ => return Err(CliError::UnknownFlag(tok.name)),
+    let help = parse_subcommand_flags("id", args, |tok, args, i| match tok.name.as_str() {
+        "key-file" => {
+            key_file = PathBuf::from(take_value(tok, Kind::Value, args, i)?);
+            Ok(true)
         }
-    }
-    match args.get(i) {
-        Some(arg) => Err(unexpected("id", arg)),
-        None => Ok(Command::Id { key_file }),
-    }
+        _ => Ok(false),
+    })?;
+    Ok(if help {
+        Command::Help
+    } else {
+        Command::Id { key_file }
+    })
 }
 
 /// Parses `peers [-peerstore-file F] [-json]`.
 fn parse_peers(args: &[OsString]) -> Result<Command, CliError> {
     let mut peerstore_file = PathBuf::from(DEFAULT_PEERS_FILE);
     let mut json = false;
+    let help = parse_subcommand_flags("peers", args, |tok, args, i| match tok.name.as_str() {
+        "json" => {
+            json = parse_bool("json", &take_value(tok, Kind::Bool, args, i)?)?;
+            Ok(true)
+        }
+        "peerstore-file" => {
+            peerstore_file = PathBuf::from(take_value(tok, Kind::Value, args, i)?);
+            Ok(true)
+        }
+        _ => Ok(false),
+    })?;
+    Ok(if help {
+        Command::Help
+    } else {
+        Command::Peers {
+            peerstore_file,
+            json,
+        }
+    })
+}
+
+/// The flag loop shared by the subcommands: `-h`/`-help` (returns true),
+/// `--`, no positional arguments; every other flag goes to `flag`, which
+/// returns false for a flag it does not know.
+fn parse_subcommand_flags(
+    subcommand: &str,
+    args: &[OsString],
+    mut flag: impl FnMut(&FlagToken, &[OsString], &mut usize) -> Result<bool, CliError>,
+) -> Result<bool, CliError> {
     let mut i = 0;
     while i < args.len() {
         let tok = match classify(&args[i])? {
-            Next::Stop => return Err(unexpected("peers", &args[i])),
+            Next::Stop => return Err(unexpected(subcommand, &args[i])),
             Next::End => {
                 i += 1;
                 break;
@@ -278,26 +292,23 @@ fn parse_peers(args: &[OsString]) -> Result<Command, CliError> {
         };
         i += 1;
         match tok.name.as_str() {
-            "h" => return Ok(Command::Help),
+            "h" => return Ok(true),
             "help" => {
                 let v = take_value(&tok, Kind::Bool, args, &mut i)?;
                 if parse_bool("help", &v)? {
-                    return Ok(Command::Help);
+                    return Ok(true);
                 }
             }
-            "json" => json = parse_bool("json", &take_value(&tok, Kind::Bool, args, &mut i)?)?,
-            "peerstore-file" => {
-                peerstore_file = PathBuf::from(take_value(&tok, Kind::Value, args, &mut i)?)
+            _ => {
+                if !flag(&tok, args, &mut i)? {
+                    return Err(CliError::UnknownFlag(tok.name));
+                }
             }
-            _ => return Err(CliError::UnknownFlag(tok.name)),
         }
     }
     match args.get(i) {
-        Some(arg) => Err(unexpected("peers", arg)),
-        None => Ok(Command::Peers {
-            peerstore_file,
-            json,
-        }),
+        Some(arg) => Err(unexpected(subcommand, arg)),
+        None => Ok(false),
     }
 }
 
