@@ -402,8 +402,9 @@ grep -E "Multiaddress|peer active|received from peer|closing|stopped" \
     sed -E 's/^[0-9-]+T([0-9:]+)\.[0-9]+Z/\1/' | cut -c1-140 >"$TMP/log1.out" || true
 show h1 "$TMP/log1.out"
 explain "(The same lines, and more, are in the pigeon's own daily log, \
-permanent/p2p_trust_runtime/logs/p2p.log.YYYY-MM-DD. 'dropped' counts, among \
-others, the pigeon's own multicast datagrams coming back to it.)"
+permanent/p2p_trust_runtime/logs/p2p.log.YYYY-MM-DD. 'routine' counts the \
+pigeon's own multicast datagrams coming back to it and duplicates; 'dropped' \
+counts the datagrams that broke a rule.)"
 
 heading "Done"
 say "Steps 1-4 passed in $(($(date +%s) - START)) s after the build. Cleaning up: the pigeons"
