@@ -171,7 +171,8 @@ pub struct Node {
     answer_at_ms: Option<Millis>,
     last_answer_ms: Millis,
     next_housekeeping_ms: Millis,
-    dirty_since_ms: Option<Millis>,
+    /// The peer list changed since it was last handed out for saving.
+    dirty: bool,
     last_save_ms: Millis,
     shut_down: bool,
 }
@@ -226,7 +227,7 @@ impl Node {
             answer_at_ms: None,
             last_answer_ms: 0,
             next_housekeeping_ms: now + HOUSEKEEPING_MS,
-            dirty_since_ms: None,
+            dirty: false,
             last_save_ms: now,
             shut_down: false,
             settings,
@@ -249,7 +250,7 @@ impl Node {
             let last_seen_ms = s.last_seen.saturating_mul(1000);
             if now.saturating_sub(last_seen_ms) > self.settings.forget_after_ms {
                 // Forgotten: the file must be rewritten without it.
-                self.mark_dirty(now);
+                self.mark_dirty();
                 continue;
             }
             let peer = Peer {
@@ -392,12 +393,12 @@ impl Node {
             return self.over_rate(now, &key);
         }
         if now.saturating_sub(peer.persisted_last_seen_ms) >= LAST_SEEN_PERSIST_MS {
-            self.mark_dirty(now);
+            self.mark_dirty();
         }
         self.stats.datagrams_accepted += 1;
         match verified.kind {
             Kind::Announce => self.on_announce(now, src, &verified),
-            Kind::Goodbye => self.on_goodbye(now, &verified),
+            Kind::Goodbye => self.on_goodbye(&verified),
             Kind::Data => self.on_data(now, src, &verified),
             Kind::Ack => self.on_ack(now, &verified),
             Kind::Digest => self.on_digest(now, src, &verified),
@@ -426,14 +427,18 @@ impl Node {
             return self.drop(now, DropReason::TooLargeToSend, &"Slips message to *");
         }
         let id = self.outbox.new_broadcast(now, body.payload);
-        let d = self.settings.delivery.clone();
+        let d = &self.settings.delivery;
+        let (spacing, first_digest, digests) = (
+            d.repeat_spacing_ms,
+            d.first_digest_ms,
+            d.digests_after_broadcast,
+        );
         for k in 1..=u64::from(d.broadcast_repeats) {
-            let jitter = self.rng.random_range(0..=d.repeat_spacing_ms / 2);
-            let due = now + k * d.repeat_spacing_ms - d.repeat_spacing_ms / 4 + jitter;
+            let jitter = self.rng.random_range(0..=spacing / 2);
+            let due = now + k * spacing - spacing / 4 + jitter;
             self.outbox.repeats.push((due, id));
         }
-        self.outbox
-            .arm_digests(now, d.first_digest_ms, d.digests_after_broadcast);
+        self.outbox.arm_digests(now, first_digest, digests);
     }
 
     fn send_directed(&mut self, now: Millis, payload: String, peer_id: String) {
@@ -607,7 +612,7 @@ impl Node {
         };
         let ok = self.peers.insert(peer, self.settings.max_peers);
         if ok {
-            self.mark_dirty(now);
+            self.mark_dirty();
         }
         ok
     }
@@ -654,7 +659,7 @@ impl Node {
         let peer_id = peer.peer_id.clone();
         if moved || !was_active {
             tracing::info!(peer = %peer_id, %addr, "peer active");
-            self.mark_dirty(now);
+            self.mark_dirty();
         }
         self.peer_update(now, &v.key, moved);
         if newcomer {
@@ -665,13 +670,13 @@ impl Node {
         self.check_broadcasts(now, src, v, 0, body.last_bcast);
     }
 
-    fn on_goodbye(&mut self, now: Millis, v: &Verified<'_>) {
+    fn on_goodbye(&mut self, v: &Verified<'_>) {
         if let Some(peer) = self.peers.get_mut(&v.key) {
             if peer.state == PeerState::Active {
                 tracing::info!(peer = %peer.peer_id, "peer said goodbye");
             }
             peer.state = PeerState::Inactive;
-            self.mark_dirty(now);
+            self.mark_dirty();
         }
     }
 
@@ -888,7 +893,7 @@ impl Node {
             tracing::warn!(peer = %p.peer_id, secs = secs_left, "peer banned after repeated misbehaviour");
             p.state = PeerState::Inactive;
         }
-        self.mark_dirty(now);
+        self.mark_dirty();
         self.peer_update(now, key, true);
     }
 
@@ -972,7 +977,7 @@ impl Node {
         });
         if forgotten > 0 {
             tracing::info!(forgotten, "forgot peers not seen for too long");
-            self.mark_dirty(now);
+            self.mark_dirty();
         }
         self.sources.prune(now);
         for ended in self.bans.prune(now) {
@@ -990,9 +995,7 @@ impl Node {
         self.outbox
             .prune(now, d.retain_broadcasts, d.retain_broadcast_ms);
         self.drop_log.flush(now);
-        if self.dirty_since_ms.is_some()
-            && now.saturating_sub(self.last_save_ms) >= self.settings.save_interval_ms
-        {
+        if self.dirty && now.saturating_sub(self.last_save_ms) >= self.settings.save_interval_ms {
             self.save(now);
         }
     }
@@ -1055,14 +1058,12 @@ impl Node {
             reliability: Some(r),
             timestamp: secs(now),
         };
-        self.mark_dirty(now);
+        self.mark_dirty();
         self.emit(msg);
     }
 
-    fn mark_dirty(&mut self, now: Millis) {
-        if self.dirty_since_ms.is_none() {
-            self.dirty_since_ms = Some(now);
-        }
+    fn mark_dirty(&mut self) {
+        self.dirty = true;
     }
 
     fn save(&mut self, now: Millis) {
@@ -1076,7 +1077,7 @@ impl Node {
             saved_at: secs(now) as u64,
             peers,
         }));
-        self.dirty_since_ms = None;
+        self.dirty = false;
         self.last_save_ms = now;
     }
 
