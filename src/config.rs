@@ -117,6 +117,10 @@ pub struct SlipsConfig {
     pub blames: BlamePolicy,
     /// Peer ids whose blames are forwarded with `blames = "allowlist"`.
     pub blame_allowlist: Vec<String>,
+    /// Whether Slips may report or blame the address of this host or of an
+    /// active peer. Slips 1.1.21 reports its own address after acting on a
+    /// network opinion; by default such messages are not sent.
+    pub report_peer_addresses: bool,
 }
 
 /// What to do with `blame` messages from peers.
@@ -210,6 +214,12 @@ pub struct SecurityConfig {
     pub ban_window_secs: u64,
     /// How long a banned key's datagrams are dropped unverified.
     pub ban_secs: u64,
+    /// Most keys kept in the table for one IPv4 address: a host that proves
+    /// its address cannot fill the table with keys of its own.
+    pub max_keys_per_ip: usize,
+    /// Bytes per second of responses (acks, nacks, repairs) sent to one
+    /// peer's proven address.
+    pub response_bytes_per_sec: u32,
 }
 
 /// The reliability score of each peer.
@@ -294,6 +304,7 @@ impl Default for SlipsConfig {
             version: "1.1.21".to_owned(),
             blames: BlamePolicy::default(),
             blame_allowlist: Vec::new(),
+            report_peer_addresses: false,
         }
     }
 }
@@ -339,6 +350,8 @@ impl Default for SecurityConfig {
             ban_after_misbehaviours: 5,
             ban_window_secs: 60,
             ban_secs: 600,
+            max_keys_per_ip: 4,
+            response_bytes_per_sec: 262_144,
         }
     }
 }
@@ -656,7 +669,17 @@ impl Config {
         }
 
         let d = &self.discovery;
-        at_least("discovery.announce_interval_ms", d.announce_interval_ms, 1)?;
+        if !crate::wire::ANNOUNCE_INTERVAL_MS.contains(&d.announce_interval_ms) {
+            return Err(invalid(
+                "discovery.announce_interval_ms",
+                format!(
+                    "must be in {}..={} (the bounds peers accept), got {}",
+                    crate::wire::ANNOUNCE_INTERVAL_MS.start(),
+                    crate::wire::ANNOUNCE_INTERVAL_MS.end(),
+                    d.announce_interval_ms
+                ),
+            ));
+        }
         if !(0.0..=0.5).contains(&d.announce_jitter) {
             return Err(invalid(
                 "discovery.announce_jitter",
@@ -717,6 +740,12 @@ impl Config {
         }
         at_least("security.ban_window_secs", sec.ban_window_secs, 1)?;
         at_least("security.ban_secs", sec.ban_secs, 1)?;
+        at_least("security.max_keys_per_ip", sec.max_keys_per_ip as u64, 1)?;
+        at_least(
+            "security.response_bytes_per_sec",
+            u64::from(sec.response_bytes_per_sec),
+            1,
+        )?;
 
         let rel = &self.reliability;
         if !(rel.half_life_hours.is_finite() && rel.half_life_hours > 0.0) {

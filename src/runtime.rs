@@ -3,7 +3,7 @@
 //! and carries out its actions. No protocol decision is taken here.
 
 use crate::config::Config;
-use crate::core::{Action, Destination, Millis, Node, NodeParams};
+use crate::core::{Action, Destination, Millis, Node, NodeParams, Now, Via};
 use crate::identity::{self, Identity, KeyOutcome};
 use crate::io::redis_bridge::{self, BridgeHandle, RedisSettings};
 use crate::io::udp::{self, RECV_BUFFER, Sockets, UdpSettings};
@@ -11,7 +11,7 @@ use crate::peerstore::{self, Loaded, PeerFile};
 use crate::slips::{self, FromSlips, SlipsVersion, VersionSource};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -49,6 +49,17 @@ pub fn unix_now() -> Millis {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// Both clocks: monotonic milliseconds since the first call (timers never
+/// stall or rush when the system clock steps) and Unix milliseconds.
+pub fn now() -> Now {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    Now {
+        mono: u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX),
+        wall: unix_now(),
+    }
 }
 
 /// Why the main loop ended.
@@ -146,7 +157,7 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
             rng_seed: rand::random(),
         },
         stored,
-        unix_now(),
+        now(),
     );
     let saver = PeerSaver::spawn(peer_path);
 
@@ -154,15 +165,15 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
     let mut unicast_buf = vec![0u8; RECV_BUFFER];
     let mut parent_check = tokio::time::interval(PARENT_CHECK);
     let cause = loop {
-        let wait = Duration::from_millis(node.poll_timeout().saturating_sub(unix_now()));
+        let wait = Duration::from_millis(node.poll_timeout().saturating_sub(now().mono));
         tokio::select! {
             r = sockets.group.recv_from(&mut group_buf) => {
-                on_recv(&mut node, r, &group_buf);
-                recv_more(&mut node, &sockets.group, &mut group_buf);
+                on_recv(&mut node, Via::Group, r, &group_buf);
+                recv_more(&mut node, Via::Group, &sockets.group, &mut group_buf);
             }
             r = sockets.unicast.recv_from(&mut unicast_buf) => {
-                on_recv(&mut node, r, &unicast_buf);
-                recv_more(&mut node, &sockets.unicast, &mut unicast_buf);
+                on_recv(&mut node, Via::Unicast, r, &unicast_buf);
+                recv_more(&mut node, Via::Unicast, &sockets.unicast, &mut unicast_buf);
             }
             msg = from_slips.recv() => match msg {
                 Some(raw) => {
@@ -177,7 +188,7 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
                     std::future::pending::<()>().await;
                 }
             },
-            () = tokio::time::sleep(wait) => node.handle_timeout(unix_now()),
+            () = tokio::time::sleep(wait) => node.handle_timeout(now()),
             _ = sigint.recv() => break StopCause::Signal("SIGINT"),
             _ = sigterm.recv() => break StopCause::Signal("SIGTERM"),
             _ = parent_check.tick() => {
@@ -191,7 +202,7 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
 
     tracing::info!(?cause, "closing: saying goodbye and saving the peer list");
     let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
-    node.shutdown(unix_now());
+    node.shutdown(now());
     carry_out(&mut node, &sockets, &bridge, &version, &saver).await;
     // Further signals (Slips and the terminal both send SIGINT) are absorbed
     // by the handlers still installed; finish the goodbye regardless.
@@ -268,10 +279,10 @@ fn load_identity(config: &Config, base_dir: &Path) -> Result<Identity, RunError>
 const RECV_BATCH: usize = 64;
 
 /// Reads what is already queued on `socket`, up to [`RECV_BATCH`].
-fn recv_more(node: &mut Node, socket: &tokio::net::UdpSocket, buf: &mut [u8]) {
+fn recv_more(node: &mut Node, via: Via, socket: &tokio::net::UdpSocket, buf: &mut [u8]) {
     for _ in 0..RECV_BATCH {
         match socket.try_recv_from(buf) {
-            Ok((n, src)) => node.handle_datagram(unix_now(), src, &buf[..n]),
+            Ok((n, src)) => node.handle_datagram(now(), via, src, &buf[..n]),
             // WouldBlock: nothing queued; other errors surface at the
             // next recv_from.
             Err(_) => break,
@@ -279,9 +290,9 @@ fn recv_more(node: &mut Node, socket: &tokio::net::UdpSocket, buf: &mut [u8]) {
     }
 }
 
-fn on_recv(node: &mut Node, r: std::io::Result<(usize, SocketAddr)>, buf: &[u8]) {
+fn on_recv(node: &mut Node, via: Via, r: std::io::Result<(usize, SocketAddr)>, buf: &[u8]) {
     match r {
-        Ok((n, src)) => node.handle_datagram(unix_now(), src, &buf[..n]),
+        Ok((n, src)) => node.handle_datagram(now(), via, src, &buf[..n]),
         // ICMP errors and the like surface here; the socket stays usable.
         Err(e) => tracing::debug!("receive error: {e}"),
     }
@@ -309,7 +320,7 @@ fn on_slips(node: &mut Node, version: &mut SlipsVersion, raw: &str) -> bool {
         FromSlips::Send {
             message, recipient, ..
         } => {
-            node.handle_slips(unix_now(), message, recipient);
+            node.handle_slips(now(), message, recipient);
             false
         }
     }

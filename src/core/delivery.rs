@@ -43,6 +43,9 @@ pub(super) struct Pending {
     pub(super) to_key: [u8; 32],
     /// Recipient's peer id (in the message body).
     pub(super) to_peer_id: String,
+    /// Recipient's instance when the message was first sent: kept for
+    /// every retransmission, so a restarted recipient refuses it.
+    pub(super) to_inst: u64,
     /// Where it was last sent.
     pub(super) addr: SocketAddrV4,
     pub(super) payload: String,
@@ -156,8 +159,11 @@ impl Outbox {
 /// were delivered, and from which broadcast id on we care.
 #[derive(Debug, Clone, Default)]
 pub struct RxState {
-    /// First broadcast id we expect from this instance; earlier ones were
-    /// sent before we knew it and are not fetched. `None` until known.
+    /// First broadcast id we deliver from this instance: its `next_bcast`
+    /// when our session with it opened (a valid `response`). Earlier ones
+    /// were sent before the session and are never delivered, so nothing
+    /// captured before our restart can reach Slips again. `None`: no
+    /// session, nothing delivered.
     pub bcast_base: Option<u64>,
     /// Delivered broadcast ids.
     pub bcast: ReplayWindow,
@@ -168,14 +174,6 @@ pub struct RxState {
 }
 
 impl RxState {
-    /// Notes what the sender says its latest broadcast is; on first
-    /// contact nothing older is asked for.
-    pub fn learn_last(&mut self, last: u64) {
-        if self.bcast_base.is_none() {
-            self.bcast_base = Some(last + 1);
-        }
-    }
-
     /// Broadcast ids in `floor..=last` we expect but have not delivered,
     /// at most `max`.
     pub fn missing(&self, floor: u64, last: u64, max: usize) -> Vec<u64> {
@@ -251,12 +249,10 @@ mod tests {
     fn receiver_asks_only_for_what_it_expects() {
         let mut rx = RxState::default();
         assert!(rx.missing(1, 5, 32).is_empty(), "base unknown: nothing");
-        rx.learn_last(3);
+        rx.bcast_base = Some(4);
         assert_eq!(rx.missing(1, 6, 32), vec![4, 5, 6]);
         rx.bcast.commit(5);
         assert_eq!(rx.missing(1, 6, 32), vec![4, 6]);
         assert_eq!(rx.missing(6, 6, 32), vec![6], "floor respected");
-        rx.learn_last(100);
-        assert_eq!(rx.bcast_base, Some(4), "base set once");
     }
 }

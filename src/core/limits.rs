@@ -47,6 +47,17 @@ impl TokenBucket {
         }
     }
 
+    /// Takes `n` tokens if there are that many (byte budgets).
+    pub fn take_n(&mut self, quota: Quota, now_ms: u64, n: f64) -> bool {
+        self.refill(quota, now_ms);
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Whether the bucket has refilled completely (the key can be forgotten
     /// without changing any decision).
     pub fn is_full(&self, quota: Quota, now_ms: u64) -> bool {

@@ -9,12 +9,15 @@
 //! * [`Node::shutdown`]: say goodbye and save the peer list;
 //! * [`Node::poll_action`]: what to do now ([`Action`]).
 //!
-//! Time is Unix milliseconds supplied by the caller, so tests run many
-//! nodes on a simulated clock and an in-memory network.
+//! Time is supplied by the caller as [`Now`]: a monotonic clock for every
+//! timer and the wall clock for datagram timestamps, freshness and what is
+//! persisted, so tests run many nodes on simulated clocks (stepped wall
+//! clocks included) and an in-memory network.
 
 pub mod bans;
 pub mod delivery;
 pub mod limits;
+mod paths;
 pub mod peers;
 pub mod reliability;
 pub mod stats;
@@ -26,9 +29,10 @@ use crate::peerstore::{FORMAT_VERSION, PeerFile, StoredPeer};
 use crate::slips::payload::{self, PayloadKind};
 use crate::slips::{Recipient, ToSlips};
 use crate::wire::{
-    self, AckBody, AnnounceBody, DataBody, DigestBody, GoodbyeBody, Kind, MAX_NACK_IDS, NackBody,
-    Stamp, Unverified, Verified, WireError,
+    self, AckBody, AnnounceBody, ChallengeBody, DataBody, DigestBody, GoodbyeBody, Kind,
+    MAX_NACK_IDS, NackBody, ResponseBody, Stamp, Unverified, Verified, WireError,
 };
+use paths::{Challenger, Ledger};
 use bans::{BanParams, Bans};
 use delivery::{MAX_DIRECTED_BACKOFF_MS, Outbox, Pending};
 use ed25519_dalek::SigningKey;
@@ -62,6 +66,73 @@ const VALID_PAYLOAD_SPACING_MS: Millis = 10_000;
 const MIN_NACK_GAP_MS: Millis = 100;
 /// A peer's `last_seen` is rewritten to disk at most this often.
 const LAST_SEEN_PERSIST_MS: Millis = 60_000;
+/// Unproven addresses whose byte credit is tracked. Beyond it the least
+/// recently used is forgotten, so a flood of spoofed sources costs O(1)
+/// memory and can only lose its own credit.
+const MAX_LEDGER: usize = 1_024;
+/// Unproven addresses idle this long are forgotten.
+const LEDGER_IDLE_MS: Millis = 60_000;
+/// A challenge that got no response is sent again after this long, at
+/// most [`CHALLENGE_RETRIES`] times (credit permitting): under 30 % loss a
+/// round trip fails half the time.
+const CHALLENGE_RETRY_MS: Millis = 150;
+/// Retries of one challenge.
+const CHALLENGE_RETRIES: u8 = 2;
+/// Shortest gap between two challenges of one known peer.
+const MIN_CHALLENGE_GAP_MS: Millis = 100;
+/// Per peer, Slips hears at most one `peer_update` this often (the latest
+/// value wins): every update adds rows to Slips' trust database forever.
+const PEER_UPDATE_GAP_MS: Millis = 10_000;
+/// All `peer_update`s to Slips: 2 per second, bursts of 20.
+const PEER_UPDATE_QUOTA: Quota = Quota {
+    per_second: 2.0,
+    burst: 20.0,
+};
+/// `go_data` from one peer with a proven address: 10 per second, bursts of
+/// 200 (a Slips that reports a scan sends many reports at once).
+const GO_DATA_PEER_QUOTA: Quota = Quota {
+    per_second: 10.0,
+    burst: 200.0,
+};
+/// `go_data` from all peers whose address is not proven this run, shared.
+const GO_DATA_UNPROVEN_QUOTA: Quota = Quota {
+    per_second: 2.0,
+    burst: 10.0,
+};
+/// Every `go_data` to Slips: 50 per second, bursts of 400. Slips drains
+/// its channel far slower while it answers requests; this bounds what a
+/// few Sybil keys with proven addresses can queue.
+const GO_DATA_TOTAL_QUOTA: Quota = Quota {
+    per_second: 50.0,
+    burst: 400.0,
+};
+
+/// The caller's clocks. Timers run on `mono`, a monotonic clock (any
+/// origin, never steps); datagram timestamps, freshness and persisted
+/// times use `wall`, Unix milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic milliseconds.
+    pub mono: Millis,
+    /// Unix milliseconds.
+    pub wall: Millis,
+}
+
+impl Now {
+    /// Both clocks at the same value (tests, tools).
+    pub fn same(ms: Millis) -> Self {
+        Self { mono: ms, wall: ms }
+    }
+}
+
+/// Which socket a datagram arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The multicast group socket.
+    Group,
+    /// Our unicast socket.
+    Unicast,
+}
 
 /// Where a datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +166,8 @@ pub struct NodeParams {
     pub unicast: SocketAddrV4,
     /// Random per start; peers use it to tell a restart from a replay.
     pub instance: u64,
-    /// Seed of the node's RNG (jitter). Random in production, fixed in
-    /// tests for determinism.
+    /// Seed of the node's RNG (jitter, challenge secret). Random in
+    /// production, fixed in tests for determinism.
     pub rng_seed: u64,
 }
 
@@ -112,20 +183,27 @@ struct Settings {
     forget_after_ms: Millis,
     max_clock_skew_ms: Millis,
     max_peers: usize,
+    max_keys_per_ip: usize,
     peer_quota: Quota,
+    response_quota: Quota,
     reliability: ReliabilityParams,
     report_delta: f64,
     save_interval_ms: Millis,
     delivery: DeliveryConfig,
     blames: BlamePolicy,
     blame_allowlist: HashSet<String>,
+    report_peer_addresses: bool,
 }
 
 impl Settings {
     fn from_config(c: &Config) -> Self {
+        let response_bytes = f64::from(c.security.response_bytes_per_sec.max(1));
         Self {
             network: c.network.name.clone(),
-            announce_interval_ms: c.discovery.announce_interval_ms.max(1),
+            announce_interval_ms: c
+                .discovery
+                .announce_interval_ms
+                .clamp(*wire::ANNOUNCE_INTERVAL_MS.start(), *wire::ANNOUNCE_INTERVAL_MS.end()),
             announce_jitter: c.discovery.announce_jitter.clamp(0.0, 0.5),
             startup_announces: c.discovery.startup_announces,
             inactive_after_missed: c.discovery.inactive_after_missed.max(1),
@@ -133,9 +211,16 @@ impl Settings {
             forget_after_ms: c.discovery.forget_after_days.saturating_mul(86_400_000),
             max_clock_skew_ms: c.security.max_clock_skew_ms,
             max_peers: c.security.max_peers.max(1),
+            max_keys_per_ip: c.security.max_keys_per_ip.max(1),
             peer_quota: Quota {
                 per_second: f64::from(c.security.per_peer_rate.max(1)),
                 burst: f64::from(c.security.per_peer_burst.max(1)),
+            },
+            // A burst of one second's budget, and never less than what one
+            // full nack's repairs take.
+            response_quota: Quota {
+                per_second: response_bytes,
+                burst: response_bytes.max((MAX_NACK_IDS * wire::MAX_DATAGRAM) as f64),
             },
             reliability: ReliabilityParams {
                 half_life_ms: (c.reliability.half_life_hours * 3_600_000.0).max(1.0),
@@ -147,6 +232,7 @@ impl Settings {
             delivery: c.delivery.clone(),
             blames: c.slips.blames,
             blame_allowlist: c.slips.blame_allowlist.iter().cloned().collect(),
+            report_peer_addresses: c.slips.report_peer_addresses,
         }
     }
 }
@@ -162,10 +248,23 @@ pub struct Node {
     rng: StdRng,
     peers: PeerTable,
     sources: KeyedLimiter<IpAddr>,
+    /// Makes and checks the nonces of return-routability challenges.
+    challenger: Challenger,
+    /// Byte credit of addresses that have not proven they receive.
+    ledger: Ledger,
     bans: Bans,
+    /// Shared budget of `go_data` from peers without a proven address.
+    unproven_go_data: TokenBucket,
+    /// Budget of every `go_data` to Slips.
+    total_go_data: TokenBucket,
+    /// Budget of every `peer_update` to Slips.
+    total_peer_updates: TokenBucket,
     actions: VecDeque<Action>,
     stats: Stats,
     drop_log: DropLog,
+    /// Wall clock minus monotonic clock at the latest input: converts the
+    /// monotonic `now` of internal code into Unix time where needed.
+    wall_offset: i64,
     startup_left: u32,
     next_announce_ms: Millis,
     answer_at_ms: Option<Millis>,
@@ -187,21 +286,24 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// A node that knows the `stored` peers (all inactive until heard).
+    /// A node that knows the `stored` peers (all inactive and unproven
+    /// until heard).
     pub fn new(
         config: &Config,
         key: SigningKey,
         params: NodeParams,
         stored: Vec<StoredPeer>,
-        now: Millis,
+        now: Now,
     ) -> Self {
         let settings = Settings::from_config(config);
         let mut rng = StdRng::seed_from_u64(params.rng_seed);
-        let first = now + rng.random_range(0..=FIRST_ANNOUNCE_MAX_DELAY_MS);
+        let t = now.mono;
+        let first = t + rng.random_range(0..=FIRST_ANNOUNCE_MAX_DELAY_MS);
         let source_quota = Quota {
             per_second: f64::from(config.security.per_source_rate.max(1)),
             burst: f64::from(config.security.per_source_burst.max(1)),
         };
+        let secret: [u8; 32] = rng.random();
         let peer_id = peer_id_of(&key.verifying_key());
         let mut node = Self {
             peer_id,
@@ -210,7 +312,9 @@ impl Node {
             outbox: Outbox::default(),
             rng,
             peers: PeerTable::default(),
-            sources: KeyedLimiter::new(source_quota, MAX_SOURCES, now),
+            sources: KeyedLimiter::new(source_quota, MAX_SOURCES, t),
+            challenger: Challenger::new(secret),
+            ledger: Ledger::new(MAX_LEDGER),
             bans: Bans::new(
                 BanParams {
                     after: config.security.ban_after_misbehaviours,
@@ -219,26 +323,45 @@ impl Node {
                 },
                 MAX_BAN_KEYS,
             ),
+            unproven_go_data: TokenBucket::full(GO_DATA_UNPROVEN_QUOTA, t),
+            total_go_data: TokenBucket::full(GO_DATA_TOTAL_QUOTA, t),
+            total_peer_updates: TokenBucket::full(PEER_UPDATE_QUOTA, t),
             actions: VecDeque::new(),
             stats: Stats::default(),
             drop_log: DropLog::default(),
+            wall_offset: 0,
             startup_left: settings.startup_announces.max(1),
             next_announce_ms: first,
             answer_at_ms: None,
             last_answer_ms: 0,
-            next_housekeeping_ms: now + HOUSEKEEPING_MS,
+            next_housekeeping_ms: t + HOUSEKEEPING_MS,
             dirty: false,
-            last_save_ms: now,
+            last_save_ms: t,
             shut_down: false,
             settings,
             params,
         };
-        node.load_stored(stored, now);
+        node.set_clock(now);
+        node.load_stored(stored, t);
         node
     }
 
-    fn load_stored(&mut self, stored: Vec<StoredPeer>, now: Millis) {
+    fn set_clock(&mut self, now: Now) -> Millis {
+        self.wall_offset = i64::try_from(now.wall)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(now.mono).unwrap_or(i64::MAX));
+        now.mono
+    }
+
+    /// Unix milliseconds at monotonic time `t` (per the latest input).
+    fn wall(&self, t: Millis) -> Millis {
+        let w = i64::try_from(t).unwrap_or(i64::MAX).saturating_add(self.wall_offset);
+        u64::try_from(w).unwrap_or(0)
+    }
+
+    fn load_stored(&mut self, stored: Vec<StoredPeer>, t: Millis) {
         let own = *self.key.verifying_key().as_bytes();
+        let wall = self.wall(t);
         for s in stored {
             let Some(key) = wire::decode_key(&s.public_key) else {
                 tracing::warn!(peer = %s.peer_id, "peer list: invalid public key, entry skipped");
@@ -248,33 +371,55 @@ impl Node {
                 continue;
             }
             let last_seen_ms = s.last_seen.saturating_mul(1000);
-            if now.saturating_sub(last_seen_ms) > self.settings.forget_after_ms {
+            if wall.saturating_sub(last_seen_ms) > self.settings.forget_after_ms {
                 // Forgotten: the file must be rewritten without it.
                 self.mark_dirty();
                 continue;
             }
-            let peer = Peer {
-                peer_id: peer_id_of(&key),
-                key,
-                addr: match (s.ip, s.port) {
-                    (Some(ip), Some(port)) => Some(SocketAddrV4::new(ip, port)),
-                    _ => None,
-                },
-                state: PeerState::Inactive,
-                first_seen_ms: s.first_seen.saturating_mul(1000),
-                last_seen_ms,
-                persisted_last_seen_ms: last_seen_ms,
-                last_announce_ms: 0,
-                instance: None,
-                last_valid_payload_ms: 0,
-                announce_interval_ms: self.settings.announce_interval_ms,
-                missed: 0,
-                reliability: Reliability::from_stored(s.reliability),
-                reported_reliability: s.reported_reliability.filter(|r| r.is_finite()),
-                instances: Vec::new(),
-                bucket: TokenBucket::full(self.settings.peer_quota, now),
+            let mut peer = self.new_peer(key, t);
+            peer.addr = match (s.ip, s.port) {
+                (Some(ip), Some(port)) => Some(SocketAddrV4::new(ip, port)),
+                _ => None,
             };
-            self.peers.insert(peer, self.settings.max_peers);
+            peer.first_seen_ms = s.first_seen.saturating_mul(1000);
+            peer.last_seen_ms = last_seen_ms;
+            peer.persisted_last_seen_ms = last_seen_ms;
+            peer.last_heard_ms = 0;
+            peer.reliability = Reliability::from_stored(s.reliability);
+            peer.reported_reliability = s.reported_reliability.filter(|r| r.is_finite());
+            self.peers
+                .insert(peer, self.settings.max_peers, self.settings.max_keys_per_ip);
+        }
+    }
+
+    /// The one place a [`Peer`] is built: a key first heard at `t`.
+    fn new_peer(&self, key: ed25519_dalek::VerifyingKey, t: Millis) -> Peer {
+        let wall = self.wall(t);
+        Peer {
+            peer_id: peer_id_of(&key),
+            key,
+            addr: None,
+            proven: false,
+            state: PeerState::Inactive,
+            first_seen_ms: wall,
+            last_seen_ms: wall,
+            persisted_last_seen_ms: 0,
+            last_heard_ms: t,
+            last_announce_ms: 0,
+            instance: None,
+            session_instance: None,
+            last_valid_payload_ms: 0,
+            last_challenge_ms: 0,
+            announce_interval_ms: self.settings.announce_interval_ms,
+            missed: 0,
+            reliability: Reliability::default(),
+            reported_reliability: None,
+            update_pending: false,
+            last_update_ms: None,
+            instances: Vec::new(),
+            bucket: TokenBucket::full(self.settings.peer_quota, t),
+            responses: TokenBucket::full(self.settings.response_quota, t),
+            go_data: TokenBucket::full(GO_DATA_PEER_QUOTA, t),
         }
     }
 
@@ -293,17 +438,18 @@ impl Node {
         &self.peers
     }
 
-    /// Reliability of a peer now.
-    pub fn reliability_of(&self, peer: &Peer, now: Millis) -> f64 {
-        peer.reliability.value(now, &self.settings.reliability)
+    /// Reliability of a peer at monotonic time `t` (of the latest input).
+    pub fn reliability_of(&self, peer: &Peer, t: Millis) -> f64 {
+        peer.reliability.value(self.wall(t), &self.settings.reliability)
     }
 
     /// The next action to carry out, if any.
+    #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
-    /// When [`Node::handle_timeout`] must be called next.
+    /// Monotonic time at which [`Node::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Millis {
         let mut t = self.next_housekeeping_ms.min(self.next_announce_ms);
         if let Some(a) = self.answer_at_ms {
@@ -312,121 +458,165 @@ impl Node {
         if let Some(d) = self.outbox.next_due() {
             t = t.min(d);
         }
+        if let Some(d) = self.ledger.next_due() {
+            t = t.min(d);
+        }
         t
     }
 
     // ----- inputs ---------------------------------------------------------
 
-    /// A datagram arrived from `src`.
-    pub fn handle_datagram(&mut self, now: Millis, src: SocketAddr, data: &[u8]) {
+    /// A datagram arrived from `src` on socket `via`.
+    pub fn handle_datagram(&mut self, now: Now, via: Via, src: SocketAddr, data: &[u8]) {
         if self.shut_down {
             return;
         }
+        let t = self.set_clock(now);
         self.stats.datagrams_in += 1;
-        if !self.sources.check(&src.ip(), now) {
-            return self.drop(now, DropReason::SourceRate, &src);
+        if !self.sources.check(&src.ip(), t) {
+            return self.drop(t, DropReason::SourceRate, &src);
         }
+        let SocketAddr::V4(src) = src else {
+            return self.drop(t, DropReason::BadFraming, &"IPv6 source");
+        };
         let unverified = match Unverified::parse(data, &self.settings.network) {
             Ok(u) => u,
-            Err(e) => return self.drop(now, wire_reason(e), &format_args!("{e} from {src}")),
+            Err(e) => return self.drop(t, wire_reason(e), &format_args!("{e} from {src}")),
         };
         let key = *unverified.claimed_key();
         if key == self.key.verifying_key() {
-            return self.drop(now, DropReason::Own, &"own datagram");
+            return self.drop(t, DropReason::Own, &"own datagram");
         }
         // A lookup: a banned key costs no further work, signature included.
-        if self.bans.is_banned(key.as_bytes(), now) {
-            return self.drop(
-                now,
-                DropReason::Banned,
-                &format_args!("banned key from {src}"),
-            );
+        if self.bans.is_banned(key.as_bytes(), t) {
+            return self.drop(t, DropReason::Banned, &format_args!("banned key from {src}"));
         }
         let stamp = unverified.stamp();
         let skew = self.settings.max_clock_skew_ms;
-        if stamp.ts_ms + skew < now {
-            return self.drop(
-                now,
-                DropReason::Stale,
-                &format_args!("stale datagram from {src}"),
-            );
+        if stamp.ts_ms.saturating_add(skew) < now.wall {
+            return self.drop(t, DropReason::Stale, &format_args!("stale datagram from {src}"));
         }
-        if stamp.ts_ms > now + skew {
-            return self.drop(
-                now,
-                DropReason::Future,
-                &format_args!("future datagram from {src}"),
-            );
+        if stamp.ts_ms > now.wall.saturating_add(skew) {
+            return self.drop(t, DropReason::Future, &format_args!("future datagram from {src}"));
         }
         if let Some(p) = self.peers.get(&key)
             && !p.will_accept(stamp.instance, stamp.seq)
         {
-            return self.drop(now, DropReason::Replay, &format_args!("replay from {src}"));
+            return self.drop(t, DropReason::Replay, &format_args!("replay from {src}"));
+        }
+        if !allowed_via(unverified.kind(), via) {
+            // A unicast-only kind on the group, or the reverse: never sent
+            // so by a pigeon; perhaps a datagram re-sent by a third party.
+            return self.drop(t, DropReason::WrongChannel, &format_args!("{:?} via {via:?} from {src}", unverified.kind()));
         }
         let verified = match unverified.verify(&self.settings.network) {
             Ok(v) => v,
-            Err(e) => return self.drop(now, wire_reason(e), &format_args!("{e} from {src}")),
+            Err(e) => return self.drop(t, wire_reason(e), &format_args!("{e} from {src}")),
         };
-        // Authenticated from here on: state may change.
-        let is_new = self.peers.get(&key).is_none();
-        if is_new && !self.admit(now, &verified) {
-            return self.drop(
-                now,
-                DropReason::TableFull,
-                &format_args!("new peer from {src}"),
-            );
+        // Authenticated from here on.
+        if !self.peers.is_proven_at(&key, src) {
+            self.ledger.received(src, data.len(), t);
+        }
+        match verified.kind {
+            // Answered for any key, known or not: the response is smaller
+            // than the challenge and goes back where it came from.
+            Kind::Challenge => return self.on_challenge(t, src, data.len(), &verified),
+            Kind::Response => {
+                if !self.on_response(t, src, &verified) {
+                    return;
+                }
+            }
+            Kind::Announce if self.peers.get(&key).is_none() => {
+                return self.on_stranger_announce(t, src, data.len(), &verified);
+            }
+            _ if self.peers.get(&key).is_none() => {
+                // Only an announce answered by a valid response brings a
+                // key into the table: nothing else creates state.
+                return self.drop(t, DropReason::UnknownPeer, &format_args!("{:?} from unknown key at {src}", verified.kind));
+            }
+            _ => {}
         }
         let quota = self.settings.peer_quota;
+        let wall = self.wall(t);
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        if peer.commit(stamp.instance, stamp.seq, now).is_none() {
-            return self.drop(now, DropReason::Replay, &format_args!("replay from {src}"));
+        if peer.commit(stamp.instance, stamp.seq, t).is_none() {
+            return self.drop(t, DropReason::Replay, &format_args!("replay from {src}"));
         }
-        peer.last_seen_ms = now;
-        if !peer.bucket.take(quota, now) {
-            self.drop(
-                now,
-                DropReason::PeerRate,
-                &format_args!("peer over its rate: {src}"),
-            );
-            return self.over_rate(now, &key);
+        peer.last_heard_ms = t;
+        peer.last_seen_ms = wall;
+        if !peer.bucket.take(quota, t) {
+            self.drop(t, DropReason::PeerRate, &format_args!("peer over its rate: {src}"));
+            return self.over_rate(t, &key);
         }
-        if now.saturating_sub(peer.persisted_last_seen_ms) >= LAST_SEEN_PERSIST_MS {
+        if wall.saturating_sub(peer.persisted_last_seen_ms) >= LAST_SEEN_PERSIST_MS {
             self.mark_dirty();
         }
         self.stats.datagrams_accepted += 1;
         match verified.kind {
-            Kind::Announce => self.on_announce(now, src, &verified),
+            Kind::Announce => self.on_announce(t, src, data.len(), &verified),
             Kind::Goodbye => self.on_goodbye(&verified),
-            Kind::Data => self.on_data(now, src, &verified),
-            Kind::Ack => self.on_ack(now, &verified),
-            Kind::Digest => self.on_digest(now, src, &verified),
-            Kind::Nack => self.on_nack(now, src, &verified),
+            Kind::Data => self.on_data(t, via, src, data.len(), &verified),
+            Kind::Ack => self.on_ack(t, &verified),
+            Kind::Digest => self.on_digest(t, src, &verified),
+            Kind::Nack => self.on_nack(t, src, &verified),
+            Kind::Challenge | Kind::Response => {}
         }
     }
 
     /// Slips asked us to send `message` to `recipient`.
-    pub fn handle_slips(&mut self, now: Millis, message: String, recipient: Recipient) {
+    pub fn handle_slips(&mut self, now: Now, message: String, recipient: Recipient) {
         if self.shut_down {
             return;
         }
+        let t = self.set_clock(now);
+        if !self.settings.report_peer_addresses
+            && let Ok(p) = payload::validate(&message)
+            && p.kind != PayloadKind::Request
+            && self.is_own_or_peer_address(&p.key)
+        {
+            return self.drop(
+                t,
+                DropReason::ReportsPeer,
+                &format_args!("Slips {:?} about {}, a pigeon's address", p.kind, p.key),
+            );
+        }
         match recipient {
-            Recipient::All => self.broadcast(now, message),
-            Recipient::Peer(peer_id) => self.send_directed(now, message, peer_id),
+            Recipient::All => self.broadcast(t, message),
+            Recipient::Peer(peer_id) => self.send_directed(t, message, peer_id),
         }
     }
 
-    fn broadcast(&mut self, now: Millis, payload: String) {
+    /// Whether `ip` (a Slips payload key) is our address or the proven
+    /// address of an active peer: Slips must not report pigeons.
+    fn is_own_or_peer_address(&self, key: &str) -> bool {
+        let Ok(ip) = key.split('%').next().unwrap_or(key).parse::<IpAddr>() else {
+            return false;
+        };
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        if ip == IpAddr::V4(*self.params.unicast.ip()) {
+            return true;
+        }
+        self.peers.iter().any(|p| {
+            p.proven && p.state == PeerState::Active && p.addr.is_some_and(|a| IpAddr::V4(*a.ip()) == ip)
+        })
+    }
+
+    fn broadcast(&mut self, t: Millis, payload: String) {
         let body = DataBody {
             id: self.outbox.last_bcast + 1,
             to: None,
+            to_inst: None,
             payload,
         };
-        if !self.send(now, Destination::Multicast, Kind::Data, &body) {
-            return self.drop(now, DropReason::TooLargeToSend, &"Slips message to *");
+        if !self.send(t, Destination::Multicast, Kind::Data, &body) {
+            return self.drop(t, DropReason::TooLargeToSend, &"Slips message to *");
         }
-        let id = self.outbox.new_broadcast(now, body.payload);
+        let id = self.outbox.new_broadcast(t, body.payload);
         let d = &self.settings.delivery;
         let (spacing, first_digest, digests) = (
             d.repeat_spacing_ms,
@@ -435,33 +625,34 @@ impl Node {
         );
         for k in 1..=u64::from(d.broadcast_repeats) {
             let jitter = self.rng.random_range(0..=spacing / 2);
-            let due = now + k * spacing - spacing / 4 + jitter;
+            let due = t + k * spacing - spacing / 4 + jitter;
             self.outbox.repeats.push((due, id));
         }
-        self.outbox.arm_digests(now, first_digest, digests);
+        self.outbox.arm_digests(t, first_digest, digests);
     }
 
-    fn send_directed(&mut self, now: Millis, payload: String, peer_id: String) {
+    fn send_directed(&mut self, t: Millis, payload: String, peer_id: String) {
         let target = self
             .peers
             .by_peer_id(&peer_id)
-            .filter(|p| p.state == PeerState::Active)
-            .and_then(|p| p.addr.map(|a| (a, *p.key.as_bytes())));
-        let Some((addr, to_key)) = target else {
+            .filter(|p| p.state == PeerState::Active && p.proven)
+            .and_then(|p| Some((p.addr?, *p.key.as_bytes(), p.session_instance?)));
+        let Some((addr, to_key, to_inst)) = target else {
             return self.drop(
-                now,
+                t,
                 DropReason::UnknownRecipient,
-                &format_args!("Slips message for unknown or inactive peer {peer_id}"),
+                &format_args!("Slips message for unknown, unproven or inactive peer {peer_id}"),
             );
         };
         let id = self.outbox.last_directed + 1;
         let body = DataBody {
             id,
             to: Some(peer_id),
+            to_inst: Some(to_inst),
             payload,
         };
-        if !self.send(now, Destination::Unicast(addr), Kind::Data, &body) {
-            return self.drop(now, DropReason::TooLargeToSend, &"directed Slips message");
+        if !self.send(t, Destination::Unicast(addr), Kind::Data, &body) {
+            return self.drop(t, DropReason::TooLargeToSend, &"directed Slips message");
         }
         self.outbox.last_directed = id;
         let d = &self.settings.delivery;
@@ -474,200 +665,346 @@ impl Node {
         let pending = Pending {
             to_key,
             to_peer_id: body.to.unwrap_or_default(),
+            to_inst,
             addr,
             payload: body.payload,
-            next_ms: now + d.directed_retry_ms,
+            next_ms: t + d.directed_retry_ms,
             backoff_ms: d.directed_retry_ms,
-            deadline_ms: now + d.directed_deadline_ms,
+            deadline_ms: t + d.directed_deadline_ms,
         };
         self.outbox.pending.insert(id, pending);
     }
 
-    /// Timers: announcements, answers, housekeeping, saving.
-    pub fn handle_timeout(&mut self, now: Millis) {
+    /// Timers: announcements, answers, challenges, housekeeping, saving.
+    pub fn handle_timeout(&mut self, now: Now) {
         if self.shut_down {
             return;
         }
-        if now >= self.next_announce_ms {
-            self.announce(now);
+        let t = self.set_clock(now);
+        if t >= self.next_announce_ms {
+            self.announce(t);
             self.next_announce_ms = if self.startup_left > 0 {
                 self.startup_left -= 1;
-                now + STARTUP_SPACING_MS
+                t + STARTUP_SPACING_MS
             } else {
-                now + self.jittered_interval()
+                t + self.jittered_interval()
             };
         }
-        if self.answer_at_ms.is_some_and(|t| now >= t) {
+        if self.answer_at_ms.is_some_and(|a| t >= a) {
             self.answer_at_ms = None;
-            self.last_answer_ms = now;
-            self.announce(now);
+            self.last_answer_ms = t;
+            self.announce(t);
         }
-        if now >= self.next_housekeeping_ms {
-            self.next_housekeeping_ms = now + HOUSEKEEPING_MS;
-            self.housekeeping(now);
+        for (addr, key, left) in self.ledger.due_retries(t) {
+            self.challenge(t, addr, &key, left);
         }
-        self.delivery_timers(now);
+        if t >= self.next_housekeeping_ms {
+            self.next_housekeeping_ms = t + HOUSEKEEPING_MS;
+            self.housekeeping(t);
+        }
+        self.delivery_timers(t);
     }
 
     /// Broadcast copies, digests and retransmissions that are due.
-    fn delivery_timers(&mut self, now: Millis) {
+    fn delivery_timers(&mut self, t: Millis) {
         let due: Vec<u64> = self
             .outbox
             .repeats
             .iter()
-            .filter(|(t, _)| *t <= now)
+            .filter(|(d, _)| *d <= t)
             .map(|(_, id)| *id)
             .collect();
-        self.outbox.repeats.retain(|(t, _)| *t > now);
+        self.outbox.repeats.retain(|(d, _)| *d > t);
         for id in due {
             if let Some(b) = self.outbox.broadcast(id) {
                 let body = DataBody {
                     id,
                     to: None,
+                    to_inst: None,
                     payload: b.payload.clone(),
                 };
                 self.stats.retransmissions += 1;
-                self.send(now, Destination::Multicast, Kind::Data, &body);
+                self.send(t, Destination::Multicast, Kind::Data, &body);
             }
         }
-        if let Some(mut d) = self.outbox.digest.filter(|d| d.due_ms <= now) {
+        if let Some(mut d) = self.outbox.digest.filter(|d| d.due_ms <= t) {
             let body = DigestBody {
                 floor: self.outbox.floor(),
                 last: self.outbox.settled_last(),
             };
-            self.send(now, Destination::Multicast, Kind::Digest, &body);
+            self.send(t, Destination::Multicast, Kind::Digest, &body);
             d.left = d.left.saturating_sub(1);
             d.interval_ms = d.interval_ms.saturating_mul(2);
-            d.due_ms = now + d.interval_ms;
+            d.due_ms = t + d.interval_ms;
             self.outbox.digest = (d.left > 0).then_some(d);
         }
         let due: Vec<u64> = self
             .outbox
             .pending
             .iter()
-            .filter(|(_, p)| p.next_ms <= now)
+            .filter(|(_, p)| p.next_ms <= t)
             .map(|(id, _)| *id)
             .collect();
         for id in due {
             let Some(mut p) = self.outbox.pending.remove(&id) else {
                 continue;
             };
-            if now >= p.deadline_ms {
+            if t >= p.deadline_ms {
                 self.stats.directed_expired += 1;
                 tracing::warn!(peer = %p.to_peer_id, id, "directed message not acknowledged in time");
                 continue;
             }
-            // Follow the peer if it moved meanwhile.
-            if let Some(a) = self.peers.by_peer_id(&p.to_peer_id).and_then(|q| q.addr) {
+            // Follow the peer only to an address it has proven.
+            if let Some(a) = self
+                .peers
+                .by_peer_id(&p.to_peer_id)
+                .filter(|q| q.proven)
+                .and_then(|q| q.addr)
+            {
                 p.addr = a;
             }
             let body = DataBody {
                 id,
                 to: Some(p.to_peer_id.clone()),
+                to_inst: Some(p.to_inst),
                 payload: p.payload.clone(),
             };
             self.stats.retransmissions += 1;
-            self.send(now, Destination::Unicast(p.addr), Kind::Data, &body);
+            self.send(t, Destination::Unicast(p.addr), Kind::Data, &body);
             p.backoff_ms = p
                 .backoff_ms
                 .saturating_mul(2)
                 .min(MAX_DIRECTED_BACKOFF_MS.max(self.settings.delivery.directed_retry_ms));
-            p.next_ms = (now + p.backoff_ms).min(p.deadline_ms);
+            p.next_ms = (t + p.backoff_ms).min(p.deadline_ms);
             self.outbox.pending.insert(id, p);
         }
     }
 
     /// Says goodbye and saves the peer list. The node ignores every input
     /// afterwards.
-    pub fn shutdown(&mut self, now: Millis) {
+    pub fn shutdown(&mut self, now: Now) {
         if self.shut_down {
             return;
         }
-        self.send(now, Destination::Multicast, Kind::Goodbye, &GoodbyeBody {});
-        self.save(now);
+        let t = self.set_clock(now);
+        self.send(t, Destination::Multicast, Kind::Goodbye, &GoodbyeBody {});
+        self.save(t);
         self.shut_down = true;
+    }
+
+    // ----- return routability ----------------------------------------------
+
+    /// Challenges `key` at `addr` if the credit of `addr` allows, and
+    /// schedules `retries` more.
+    fn challenge(&mut self, t: Millis, addr: SocketAddrV4, key: &[u8; 32], retries: u8) {
+        let nonce = self.challenger.nonce(key, addr, t);
+        let mut body = ChallengeBody {
+            nonce,
+            pad: String::new(),
+        };
+        let Some(len) = self.padded(t, Kind::Challenge, &mut body, wire::CHALLENGE_LEN, |b, p| b.pad = p) else {
+            return;
+        };
+        if !self.ledger.spend(addr, len) {
+            self.stats.amplification_refused += 1;
+            return self.drop(t, DropReason::NoCredit, &format_args!("challenge to unproven {addr}"));
+        }
+        self.stats.challenges_sent += 1;
+        self.send(t, Destination::Unicast(addr), Kind::Challenge, &body);
+        self.ledger
+            .schedule_retry(addr, *key, retries, t + CHALLENGE_RETRY_MS);
+    }
+
+    /// Fills `body`'s pad so that its datagram is at least `min_len`
+    /// bytes; returns the datagram's length.
+    fn padded<B: serde::Serialize>(
+        &self,
+        t: Millis,
+        kind: Kind,
+        body: &mut B,
+        min_len: usize,
+        set_pad: impl Fn(&mut B, String),
+    ) -> Option<usize> {
+        let stamp = self.next_stamp(t);
+        let bare = wire::sealed_len(&self.key, &self.settings.network, stamp, kind, &*body)?;
+        if bare >= min_len {
+            return Some(bare);
+        }
+        // `,"pad":""` costs 9 bytes; every pad character one more.
+        let fill = min_len.saturating_sub(bare + 9);
+        set_pad(body, "x".repeat(fill.max(1)));
+        wire::sealed_len(&self.key, &self.settings.network, stamp, kind, &*body)
+    }
+
+    /// A key we do not know announced itself: challenge it, keep nothing.
+    fn on_stranger_announce(&mut self, t: Millis, src: SocketAddrV4, len: usize, v: &Verified<'_>) {
+        let Ok(body) = v.body::<AnnounceBody>() else {
+            return self.drop(t, DropReason::BadBody, &format_args!("malformed announce from {src}"));
+        };
+        if !body.is_valid() || SocketAddrV4::new(body.ip, body.port) != src {
+            return self.drop(t, DropReason::AddressMismatch, &format_args!("announce of another address from {src}"));
+        }
+        if len < wire::CHALLENGE_LEN {
+            return self.drop(t, DropReason::NoCredit, &format_args!("short announce from {src}"));
+        }
+        self.challenge(t, src, v.key.as_bytes(), CHALLENGE_RETRIES);
+    }
+
+    /// Any key may challenge us: we sign the nonce back to where it came
+    /// from, never more bytes than arrived.
+    fn on_challenge(&mut self, t: Millis, src: SocketAddrV4, len: usize, v: &Verified<'_>) {
+        let body = match v.body::<ChallengeBody>() {
+            Ok(b) if b.nonce.len() <= 64 => b,
+            _ => return self.drop(t, DropReason::BadBody, &format_args!("malformed challenge from {src}")),
+        };
+        // Its replay window, if we know the key: a replayed challenge is
+        // answered at most once.
+        if let Some(p) = self.peers.get_mut(&v.key)
+            && p.commit(v.stamp.instance, v.stamp.seq, t).is_none()
+        {
+            return self.drop(t, DropReason::Replay, &format_args!("replayed challenge from {src}"));
+        }
+        let resp = ResponseBody {
+            nonce: body.nonce,
+            next_bcast: self.outbox.last_bcast + 1,
+        };
+        let stamp = self.next_stamp(t);
+        let out = wire::sealed_len(&self.key, &self.settings.network, stamp, Kind::Response, &resp);
+        if !out.is_some_and(|n| n <= len) {
+            self.stats.amplification_refused += 1;
+            return self.drop(t, DropReason::NoCredit, &format_args!("challenge too small to answer from {src}"));
+        }
+        self.send(t, Destination::Unicast(src), Kind::Response, &resp);
+    }
+
+    /// A response: if it echoes our nonce for this key and address, the
+    /// address is proven and a session with the sender instance opens.
+    /// Returns whether processing goes on (the peer is now in the table).
+    fn on_response(&mut self, t: Millis, src: SocketAddrV4, v: &Verified<'_>) -> bool {
+        let body = match v.body::<ResponseBody>() {
+            Ok(b) if b.is_valid() => b,
+            _ => {
+                self.drop(t, DropReason::BadBody, &format_args!("malformed response from {src}"));
+                return false;
+            }
+        };
+        if !self.challenger.check(v.key.as_bytes(), src, &body.nonce, t) {
+            self.drop(t, DropReason::BadNonce, &format_args!("response with a wrong or expired nonce from {src}"));
+            return false;
+        }
+        self.ledger.forget(&src);
+        if self.peers.get(&v.key).is_none() {
+            let mut peer = self.new_peer(v.key, t);
+            peer.addr = Some(src);
+            if !self
+                .peers
+                .insert(peer, self.settings.max_peers, self.settings.max_keys_per_ip)
+            {
+                self.drop(t, DropReason::TableFull, &format_args!("new peer at {src}"));
+                return false;
+            }
+            self.mark_dirty();
+        }
+        let params = self.settings.reliability;
+        let wall = self.wall(t);
+        let inst = v.stamp.instance;
+        let Some(peer) = self.peers.get_mut(&v.key) else {
+            return false;
+        };
+        // The replay window of this instance is committed by the caller;
+        // open the session here so that its broadcasts count from now on.
+        let state = peer.instance_state(inst, t);
+        if state.rx.bcast_base.is_none() {
+            state.rx.bcast_base = Some(body.next_bcast);
+        }
+        let moved = peer.addr != Some(src) || !peer.proven;
+        let was_active = peer.state == PeerState::Active;
+        peer.proven = true;
+        peer.addr = Some(src);
+        peer.session_instance = Some(inst);
+        if peer.instance != Some(inst) {
+            peer.instance = Some(inst);
+        }
+        peer.state = PeerState::Active;
+        peer.missed = 0;
+        if peer.last_announce_ms == 0 {
+            peer.last_announce_ms = t;
+            peer.reliability.observe(wall, reliability::ANNOUNCE_ON_TIME, &params);
+        }
+        let peer_id = peer.peer_id.clone();
+        if moved || !was_active {
+            tracing::info!(peer = %peer_id, addr = %src, "peer active (address proven)");
+            self.mark_dirty();
+        }
+        self.peer_update(t, &v.key, moved);
+        if !was_active {
+            self.schedule_answer(t);
+        }
+        true
     }
 
     // ----- handlers -------------------------------------------------------
 
-    /// Adds a verified newcomer to the table; false if the table is full.
-    fn admit(&mut self, now: Millis, v: &Verified<'_>) -> bool {
-        let peer = Peer {
-            peer_id: peer_id_of(&v.key),
-            key: v.key,
-            addr: None,
-            state: PeerState::Inactive,
-            first_seen_ms: now,
-            last_seen_ms: now,
-            persisted_last_seen_ms: 0,
-            last_announce_ms: 0,
-            instance: None,
-            last_valid_payload_ms: 0,
-            announce_interval_ms: self.settings.announce_interval_ms,
-            missed: 0,
-            reliability: Reliability::default(),
-            reported_reliability: None,
-            instances: Vec::new(),
-            bucket: TokenBucket::full(self.settings.peer_quota, now),
+    fn on_announce(&mut self, t: Millis, src: SocketAddrV4, len: usize, v: &Verified<'_>) {
+        let body = match v.body::<AnnounceBody>() {
+            Ok(b) if b.is_valid() => b,
+            _ => return self.misbehaved(t, v, DropReason::BadBody, "malformed announce"),
         };
-        let ok = self.peers.insert(peer, self.settings.max_peers);
-        if ok {
-            self.mark_dirty();
-        }
-        ok
-    }
-
-    fn on_announce(&mut self, now: Millis, src: SocketAddr, v: &Verified<'_>) {
-        let Ok(body) = v.body::<AnnounceBody>() else {
-            return self.misbehaved(now, v, DropReason::BadBody, "malformed announce");
-        };
-        if src.ip() != IpAddr::V4(body.ip) {
+        if SocketAddrV4::new(body.ip, body.port) != src {
             // A signed announce relayed from elsewhere: never let it
             // redirect directed traffic. Not held against the key: anyone
             // can resend a multicast announce that we missed.
             return self.drop(
-                now,
+                t,
                 DropReason::AddressMismatch,
                 &format_args!("announce relayed from {src}"),
             );
         }
         let params = self.settings.reliability;
+        let wall = self.wall(t);
         let Some(peer) = self.peers.get_mut(&v.key) else {
             return;
         };
-        let addr = SocketAddrV4::new(body.ip, body.port);
-        let moved = peer.addr != Some(addr);
-        let was_active = peer.state == PeerState::Active;
-        // A peer we have not heard announce in this run of its own (new,
-        // restarted, back from silence, or moved) gets a prompt answer, so
-        // it learns about us without waiting for our next announcement.
         let restarted = peer.instance != Some(v.stamp.instance);
-        let newcomer = restarted || !was_active || moved;
+        let has_session = peer.session_instance == Some(v.stamp.instance);
+        let at_proven = peer.proven && peer.addr == Some(src);
         peer.instance = Some(v.stamp.instance);
-        peer.addr = Some(addr);
+        peer.announce_interval_ms = body.interval_ms;
+        if !(at_proven && has_session) {
+            // New, restarted, moved or not yet proven this run: it must
+            // prove the address (and open a session) before it counts.
+            let due = t.saturating_sub(peer.last_challenge_ms) >= MIN_CHALLENGE_GAP_MS;
+            let was_active = peer.state == PeerState::Active;
+            if due && len >= wire::CHALLENGE_LEN {
+                peer.last_challenge_ms = t;
+                self.challenge(t, src, v.key.as_bytes(), CHALLENGE_RETRIES);
+            }
+            if restarted || !was_active {
+                self.schedule_answer(t);
+            }
+            return;
+        }
+        let was_active = peer.state == PeerState::Active;
         peer.state = PeerState::Active;
         peer.missed = 0;
         // Start-up announcements and answers come faster than the interval;
         // one announcement per half interval counts, so announcing more
         // often cannot raise reliability.
-        if restarted || now.saturating_sub(peer.last_announce_ms) >= peer.announce_interval_ms / 2 {
-            peer.last_announce_ms = now;
+        if t.saturating_sub(peer.last_announce_ms) >= peer.announce_interval_ms / 2 {
+            peer.last_announce_ms = t;
             peer.reliability
-                .observe(now, reliability::ANNOUNCE_ON_TIME, &params);
+                .observe(wall, reliability::ANNOUNCE_ON_TIME, &params);
         }
-        peer.announce_interval_ms = body.interval_ms.clamp(1_000, 3_600_000);
-        let peer_id = peer.peer_id.clone();
-        if moved || !was_active {
-            tracing::info!(peer = %peer_id, %addr, "peer active");
+        if !was_active {
+            let peer_id = peer.peer_id.clone();
+            tracing::info!(peer = %peer_id, addr = %src, "peer active");
             self.mark_dirty();
+            self.schedule_answer(t);
         }
-        self.peer_update(now, &v.key, moved);
-        if newcomer {
-            self.schedule_answer(now);
-        }
+        self.peer_update(t, &v.key, false);
         // An announcement doubles as a digest: it heals what a partition
         // longer than the digest schedule made us miss.
-        self.check_broadcasts(now, src, v, 0, body.last_bcast);
+        self.check_broadcasts(t, v, 0, body.last_bcast);
     }
 
     fn on_goodbye(&mut self, v: &Verified<'_>) {
@@ -680,51 +1017,76 @@ impl Node {
         }
     }
 
-    fn on_data(&mut self, now: Millis, src: SocketAddr, v: &Verified<'_>) {
-        let Ok(body) = v.body::<DataBody>() else {
-            return self.misbehaved(now, v, DropReason::BadBody, "malformed data");
+    fn on_data(&mut self, t: Millis, via: Via, src: SocketAddrV4, len: usize, v: &Verified<'_>) {
+        let body = match v.body::<DataBody>() {
+            Ok(b) if b.is_valid() => b,
+            _ => return self.misbehaved(t, v, DropReason::BadBody, "malformed data"),
         };
-        if let Some(to) = &body.to
-            && *to != self.peer_id
-        {
-            return self.drop(
-                now,
-                DropReason::NotForUs,
-                &"directed message for another peer",
-            );
-        }
         let directed = body.to.is_some();
+        if let Some(to) = &body.to {
+            if *to != self.peer_id {
+                return self.drop(t, DropReason::NotForUs, &"directed message for another peer");
+            }
+            if body.to_inst != Some(self.params.instance) {
+                // Meant for a previous run of ours (or replayed from it):
+                // refused, so that nothing reaches Slips twice.
+                return self.drop(t, DropReason::OtherInstance, &"directed message for our previous run");
+            }
+        }
         let Some(peer) = self.peers.get_mut(&v.key) else {
             return;
         };
         let reporter = peer.peer_id.clone();
+        let proven = peer.proven;
+        let has_session = peer.session_instance == Some(v.stamp.instance);
         let Some(inst) = peer.instance_mut(v.stamp.instance) else {
             return;
         };
-        let fresh = if directed {
-            inst.rx.directed.commit(body.id)
-        } else {
-            if inst.rx.bcast_base.is_none() {
-                inst.rx.bcast_base = Some(body.id);
+        let outcome = if directed {
+            if inst.rx.directed.commit(body.id) {
+                Delivery::New
+            } else {
+                Delivery::Duplicate
             }
-            inst.rx.bcast.commit(body.id)
+        } else {
+            match inst.rx.bcast_base {
+                // Broadcasts count only inside a session: after our
+                // restart a replayed broadcast has no session to join.
+                None => Delivery::NoSession,
+                Some(base) if body.id < base => Delivery::BeforeSession,
+                Some(_) if inst.rx.bcast.commit(body.id) => Delivery::New,
+                Some(_) => Delivery::Duplicate,
+            }
         };
         if directed {
-            // Acknowledge every copy: the previous ack may have been lost.
-            if let SocketAddr::V4(to) = src {
-                let ack = AckBody {
-                    id: body.id,
-                    to: reporter.clone(),
-                };
-                self.send(now, Destination::Unicast(to), Kind::Ack, &ack);
+            if via != Via::Unicast {
+                return self.drop(t, DropReason::WrongChannel, &"directed data by multicast");
             }
+            // Acknowledge every copy: the previous ack may have been lost.
+            let ack = AckBody {
+                id: body.id,
+                to: reporter.clone(),
+            };
+            self.reply(t, src, len, &v.key, Kind::Ack, &ack);
         }
-        if !fresh {
-            return self.drop(now, DropReason::Duplicate, &"message already delivered");
+        match outcome {
+            Delivery::New => {}
+            Delivery::Duplicate => {
+                return self.drop(t, DropReason::Duplicate, &"message already delivered");
+            }
+            Delivery::BeforeSession => {
+                return self.drop(t, DropReason::BeforeSession, &format_args!("broadcast from {reporter} older than our session"));
+            }
+            Delivery::NoSession => {
+                if !has_session {
+                    self.maybe_challenge_known(t, src, len, &v.key);
+                }
+                return self.drop(t, DropReason::NoSession, &format_args!("broadcast from {reporter} before a session"));
+            }
         }
         let valid = match payload::validate(&body.payload) {
             Ok(p) => p,
-            Err(e) => return self.misbehaved(now, v, DropReason::BadPayload, &e.to_string()),
+            Err(e) => return self.misbehaved(t, v, DropReason::BadPayload, &e.to_string()),
         };
         if valid.kind == PayloadKind::Blame {
             let allowed = match self.settings.blames {
@@ -734,19 +1096,22 @@ impl Node {
             };
             if !allowed {
                 return self.drop(
-                    now,
+                    t,
                     DropReason::BlamePolicy,
                     &format_args!("blame about {} from {reporter} (blame policy)", valid.key),
                 );
             }
         }
+        if !self.take_go_data(t, &v.key, proven) {
+            return self.drop(t, DropReason::SlipsRate, &format_args!("message from {reporter} over the rate toward Slips"));
+        }
         // At most one valid payload per peer counts per interval, so a
         // chatty (or flooding) key cannot farm reliability.
         if let Some(peer) = self.peers.get_mut(&v.key)
-            && now.saturating_sub(peer.last_valid_payload_ms) >= VALID_PAYLOAD_SPACING_MS
+            && t.saturating_sub(peer.last_valid_payload_ms) >= VALID_PAYLOAD_SPACING_MS
         {
-            peer.last_valid_payload_ms = now;
-            self.observe(now, &v.key, reliability::VALID_PAYLOAD);
+            peer.last_valid_payload_ms = t;
+            self.observe(t, &v.key, reliability::VALID_PAYLOAD);
         }
         let message = body
             .payload
@@ -754,19 +1119,81 @@ impl Node {
             .unwrap_or(&body.payload)
             .to_owned();
         tracing::info!(peer = %reporter, kind = ?valid.kind, ip = %valid.key, "received from peer");
+        let report_time = secs(self.wall(t));
         self.emit(ToSlips::GoData {
             reporter,
-            report_time: secs(now),
+            report_time,
             message,
         });
     }
 
-    fn on_ack(&mut self, now: Millis, v: &Verified<'_>) {
-        let Ok(body) = v.body::<AckBody>() else {
-            return self.misbehaved(now, v, DropReason::BadBody, "malformed ack");
+    /// Takes a token of the budgets of `go_data` toward Slips.
+    fn take_go_data(&mut self, t: Millis, key: &ed25519_dalek::VerifyingKey, proven: bool) -> bool {
+        if !self.total_go_data.take(GO_DATA_TOTAL_QUOTA, t) {
+            return false;
+        }
+        if proven {
+            self.peers
+                .get_mut(key)
+                .is_some_and(|p| p.go_data.take(GO_DATA_PEER_QUOTA, t))
+        } else {
+            self.unproven_go_data.take(GO_DATA_UNPROVEN_QUOTA, t)
+        }
+    }
+
+    /// A known peer sent something from an address or instance we have no
+    /// proof or session for: challenge it (rate-limited, credit permitting).
+    fn maybe_challenge_known(&mut self, t: Millis, src: SocketAddrV4, len: usize, key: &ed25519_dalek::VerifyingKey) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        if t.saturating_sub(peer.last_challenge_ms) < MIN_CHALLENGE_GAP_MS || len < wire::CHALLENGE_LEN {
+            return;
+        }
+        peer.last_challenge_ms = t;
+        self.challenge(t, src, key.as_bytes(), CHALLENGE_RETRIES);
+    }
+
+    /// Sends a response datagram (ack, nack, repair) to `to`: within the
+    /// per-destination byte budget if `to` is the proven address of `key`,
+    /// otherwise only if it is no larger than the `received` bytes that
+    /// prompted it (credit of the ledger).
+    fn reply<B: serde::Serialize>(
+        &mut self,
+        t: Millis,
+        to: SocketAddrV4,
+        received: usize,
+        key: &ed25519_dalek::VerifyingKey,
+        kind: Kind,
+        body: &B,
+    ) -> bool {
+        let stamp = self.next_stamp(t);
+        let Some(len) = wire::sealed_len(&self.key, &self.settings.network, stamp, kind, body) else {
+            return false;
+        };
+        let quota = self.settings.response_quota;
+        let allowed = if self.peers.is_proven_at(key, to) {
+            self.peers
+                .get_mut(key)
+                .is_some_and(|p| p.responses.take_n(quota, t, len as f64))
+        } else {
+            len <= received && self.ledger.spend(to, len)
+        };
+        if !allowed {
+            self.stats.amplification_refused += 1;
+            self.drop(t, DropReason::NoCredit, &format_args!("{kind:?} to {to} over its byte budget"));
+            return false;
+        }
+        self.send(t, Destination::Unicast(to), kind, body)
+    }
+
+    fn on_ack(&mut self, t: Millis, v: &Verified<'_>) {
+        let body = match v.body::<AckBody>() {
+            Ok(b) if b.is_valid() => b,
+            _ => return self.misbehaved(t, v, DropReason::BadBody, "malformed ack"),
         };
         if body.to != self.peer_id {
-            return self.drop(now, DropReason::NotForUs, &"ack for another peer");
+            return self.drop(t, DropReason::NotForUs, &"ack for another peer");
         }
         // Only the recipient can acknowledge: a third party cannot cancel
         // retransmissions.
@@ -780,128 +1207,123 @@ impl Node {
         }
     }
 
-    fn on_digest(&mut self, now: Millis, src: SocketAddr, v: &Verified<'_>) {
-        let Ok(body) = v.body::<DigestBody>() else {
-            return self.misbehaved(now, v, DropReason::BadBody, "malformed digest");
+    fn on_digest(&mut self, t: Millis, src: SocketAddrV4, v: &Verified<'_>) {
+        let body = match v.body::<DigestBody>() {
+            Ok(b) if b.is_valid() => b,
+            _ => return self.misbehaved(t, v, DropReason::BadBody, "malformed digest"),
         };
-        self.check_broadcasts(now, src, v, body.floor, body.last);
+        let has_session = self
+            .peers
+            .get(&v.key)
+            .is_some_and(|p| p.session_instance == Some(v.stamp.instance));
+        if !has_session {
+            // Digests are short: no challenge in reply (it would send more
+            // than arrived); the next announce or data brings one.
+            return self.drop(t, DropReason::NoSession, &format_args!("digest from {src} before a session"));
+        }
+        self.check_broadcasts(t, v, body.floor, body.last);
     }
 
     /// The sender says its broadcasts `floor..=last` are available: ask for
-    /// the ones we expected and did not get.
-    fn check_broadcasts(
-        &mut self,
-        now: Millis,
-        src: SocketAddr,
-        v: &Verified<'_>,
-        floor: u64,
-        last: u64,
-    ) {
+    /// the ones we expected and did not get, at its proven address.
+    fn check_broadcasts(&mut self, t: Millis, v: &Verified<'_>, floor: u64, last: u64) {
         let Some(peer) = self.peers.get_mut(&v.key) else {
             return;
         };
         let to = peer.peer_id.clone();
-        let addr = peer.addr.or(match src {
-            SocketAddr::V4(a) => Some(a),
-            SocketAddr::V6(_) => None,
-        });
+        let addr = peer.addr.filter(|_| peer.proven);
         let Some(inst) = peer.instance_mut(v.stamp.instance) else {
             return;
         };
-        inst.rx.learn_last(last);
         let ids = inst.rx.missing(floor, last, MAX_NACK_IDS);
-        if ids.is_empty() || now.saturating_sub(inst.rx.last_nack_ms) < MIN_NACK_GAP_MS {
+        if ids.is_empty() || t.saturating_sub(inst.rx.last_nack_ms) < MIN_NACK_GAP_MS {
             return;
         }
-        inst.rx.last_nack_ms = now;
+        inst.rx.last_nack_ms = t;
         if let Some(addr) = addr {
-            self.send(
-                now,
-                Destination::Unicast(addr),
-                Kind::Nack,
-                &NackBody { to, ids },
-            );
+            self.reply(t, addr, 0, &v.key, Kind::Nack, &NackBody { to, ids });
         }
     }
 
-    fn on_nack(&mut self, now: Millis, src: SocketAddr, v: &Verified<'_>) {
-        let Ok(body) = v.body::<NackBody>() else {
-            return self.misbehaved(now, v, DropReason::BadBody, "malformed nack");
+    fn on_nack(&mut self, t: Millis, src: SocketAddrV4, v: &Verified<'_>) {
+        let body = match v.body::<NackBody>() {
+            Ok(b) if b.is_valid() => b,
+            _ => return self.misbehaved(t, v, DropReason::BadBody, "malformed nack"),
         };
         if body.to != self.peer_id {
-            return self.drop(now, DropReason::NotForUs, &"nack for another peer");
+            return self.drop(t, DropReason::NotForUs, &"nack for another peer");
         }
-        let addr = self.peers.get(&v.key).and_then(|p| p.addr).or(match src {
-            SocketAddr::V4(a) => Some(a),
-            SocketAddr::V6(_) => None,
-        });
-        let Some(addr) = addr else {
-            return;
-        };
+        if !self.peers.is_proven_at(&v.key, src) {
+            // Repairs go only to the nacker's proven address.
+            return self.drop(t, DropReason::NoCredit, &format_args!("nack from unproven {src}"));
+        }
         let repairs: Vec<DataBody> = body
             .ids
             .iter()
-            .take(MAX_NACK_IDS)
             .filter_map(|id| self.outbox.broadcast(*id))
             .map(|b| DataBody {
                 id: b.id,
                 to: None,
+                to_inst: None,
                 payload: b.payload.clone(),
             })
             .collect();
         for repair in repairs {
+            if !self.reply(t, src, 0, &v.key, Kind::Data, &repair) {
+                break;
+            }
             self.stats.repairs += 1;
-            self.send(now, Destination::Unicast(addr), Kind::Data, &repair);
         }
     }
 
     /// A verified peer broke the rules: drop, count, lower its reliability.
-    fn misbehaved(&mut self, now: Millis, v: &Verified<'_>, reason: DropReason, what: &str) {
+    fn misbehaved(&mut self, t: Millis, v: &Verified<'_>, reason: DropReason, what: &str) {
         let who = self
             .peers
             .get(&v.key)
             .map(|p| p.peer_id.clone())
             .unwrap_or_default();
-        self.drop(now, reason, &format_args!("{what} from {who}"));
-        self.observe(now, &v.key, reliability::MISBEHAVIOUR);
-        if self.bans.strike(v.key.as_bytes(), now) {
-            self.banned(now, &v.key);
+        self.drop(t, reason, &format_args!("{what} from {who}"));
+        self.observe(t, &v.key, reliability::MISBEHAVIOUR);
+        if self.bans.strike(v.key.as_bytes(), t) {
+            self.banned(t, &v.key);
         }
     }
 
     /// A verified peer went over its rate: a misbehaviour once per second
     /// it lasts (see [`bans::RATE_STRIKE_SPACING_MS`]).
-    fn over_rate(&mut self, now: Millis, key: &ed25519_dalek::VerifyingKey) {
-        let (counted, banned) = self.bans.rate_strike(key.as_bytes(), now);
+    fn over_rate(&mut self, t: Millis, key: &ed25519_dalek::VerifyingKey) {
+        let (counted, banned) = self.bans.rate_strike(key.as_bytes(), t);
         if counted {
-            self.observe(now, key, reliability::MISBEHAVIOUR);
+            self.observe(t, key, reliability::MISBEHAVIOUR);
         }
         if banned {
-            self.banned(now, key);
+            self.banned(t, key);
         }
     }
 
     /// A key was just banned: it is no longer a peer to send to, and Slips
     /// hears its reliability is 0 until the ban ends.
-    fn banned(&mut self, now: Millis, key: &ed25519_dalek::VerifyingKey) {
+    fn banned(&mut self, t: Millis, key: &ed25519_dalek::VerifyingKey) {
         self.stats.bans += 1;
         let secs_left = self
             .bans
-            .banned_until(key.as_bytes(), now)
-            .map_or(0, |t| t.saturating_sub(now) / 1000);
+            .banned_until(key.as_bytes(), t)
+            .map_or(0, |u| u.saturating_sub(t) / 1000);
         if let Some(p) = self.peers.get_mut(key) {
             tracing::warn!(peer = %p.peer_id, secs = secs_left, "peer banned after repeated misbehaviour");
             p.state = PeerState::Inactive;
         }
         self.mark_dirty();
-        self.peer_update(now, key, true);
+        self.peer_update(t, key, true);
     }
 
-    fn observe(&mut self, now: Millis, key: &ed25519_dalek::VerifyingKey, o: Observation) {
+    fn observe(&mut self, t: Millis, key: &ed25519_dalek::VerifyingKey, o: Observation) {
         let params = self.settings.reliability;
+        let wall = self.wall(t);
         if let Some(p) = self.peers.get_mut(key) {
-            p.reliability.observe(now, o, &params);
-            self.peer_update(now, key, false);
+            p.reliability.observe(wall, o, &params);
+            self.peer_update(t, key, false);
         }
     }
 
@@ -918,50 +1340,59 @@ impl Node {
         (base * f).max(1.0) as Millis
     }
 
-    fn schedule_answer(&mut self, now: Millis) {
+    fn schedule_answer(&mut self, t: Millis) {
         if self.answer_at_ms.is_some() {
             return;
         }
         let earliest = self.last_answer_ms + MIN_ANSWER_GAP_MS;
         let delay = self.rng.random_range(0..=self.settings.answer_delay_max_ms);
-        self.answer_at_ms = Some((now + delay).max(earliest));
+        self.answer_at_ms = Some((t + delay).max(earliest));
     }
 
-    fn announce(&mut self, now: Millis) {
-        let body = AnnounceBody {
+    fn announce(&mut self, t: Millis) {
+        let mut body = AnnounceBody {
             ip: *self.params.unicast.ip(),
             port: self.params.unicast.port(),
             interval_ms: self.settings.announce_interval_ms,
             last_bcast: self.outbox.last_bcast,
+            pad: String::new(),
         };
-        self.send(now, Destination::Multicast, Kind::Announce, &body);
+        if self
+            .padded(t, Kind::Announce, &mut body, wire::MIN_ANNOUNCE_LEN, |b, p| b.pad = p)
+            .is_some()
+        {
+            self.send(t, Destination::Multicast, Kind::Announce, &body);
+        }
     }
 
-    fn housekeeping(&mut self, now: Millis) {
+    fn housekeeping(&mut self, t: Millis) {
         let params = self.settings.reliability;
+        let wall = self.wall(t);
         let limit = self.settings.inactive_after_missed;
         let mut changed = Vec::new();
         for peer in self.peers.iter_mut() {
             if peer.state != PeerState::Active || peer.last_announce_ms == 0 {
                 continue;
             }
-            let interval = peer.announce_interval_ms;
-            let since = now.saturating_sub(peer.last_announce_ms);
+            let interval = peer.announce_interval_ms.max(1);
+            let since = t.saturating_sub(peer.last_announce_ms);
             // Announcements jitter by up to ±50 %: one is missed only when
             // half an interval past its mean due time.
-            let expected_missed = (since.saturating_sub(interval / 2) / interval) as u32;
+            let expected_missed =
+                u32::try_from(since.saturating_sub(interval / 2) / interval).unwrap_or(u32::MAX);
             if peer.missed >= expected_missed {
                 continue;
             }
-            while peer.missed < expected_missed {
+            while peer.missed < expected_missed && peer.missed < limit {
                 peer.missed += 1;
                 peer.reliability
-                    .observe(now, reliability::ANNOUNCE_MISSED, &params);
+                    .observe(wall, reliability::ANNOUNCE_MISSED, &params);
             }
+            peer.missed = peer.missed.max(expected_missed.min(limit));
             // Missed announcements cost reliability, but a peer we still
             // hear from (acks, data, digests) is alive: under heavy loss its
             // announcements may be what got lost.
-            let heard_recently = now.saturating_sub(peer.last_seen_ms) < interval;
+            let heard_recently = t.saturating_sub(peer.last_heard_ms) < interval;
             if peer.missed >= limit && !heard_recently {
                 peer.state = PeerState::Inactive;
                 tracing::info!(peer = %peer.peer_id, missed = peer.missed, "peer inactive");
@@ -969,18 +1400,19 @@ impl Node {
             changed.push(peer.key);
         }
         for key in changed {
-            self.peer_update(now, &key, false);
+            self.peer_update(t, &key, false);
         }
         let forget = self.settings.forget_after_ms;
         let forgotten = self.peers.retain(|p| {
-            p.state == PeerState::Active || now.saturating_sub(p.last_seen_ms) <= forget
+            p.state == PeerState::Active || wall.saturating_sub(p.last_seen_ms) <= forget
         });
         if forgotten > 0 {
             tracing::info!(forgotten, "forgot peers not seen for too long");
             self.mark_dirty();
         }
-        self.sources.prune(now);
-        for ended in self.bans.prune(now) {
+        self.sources.prune(t);
+        self.ledger.prune(t, LEDGER_IDLE_MS);
+        for ended in self.bans.prune(t) {
             let key = self
                 .peers
                 .iter()
@@ -988,35 +1420,34 @@ impl Node {
                 .map(|p| p.key);
             if let Some(key) = key {
                 // Its real reliability again (misbehaviour included).
-                self.peer_update(now, &key, true);
+                self.peer_update(t, &key, true);
             }
         }
+        self.flush_peer_updates(t);
         let d = &self.settings.delivery;
         self.outbox
-            .prune(now, d.retain_broadcasts, d.retain_broadcast_ms);
-        self.drop_log.flush(now);
-        if self.dirty && now.saturating_sub(self.last_save_ms) >= self.settings.save_interval_ms {
-            self.save(now);
+            .prune(t, d.retain_broadcasts, d.retain_broadcast_ms);
+        self.drop_log.flush(t);
+        if self.dirty && t.saturating_sub(self.last_save_ms) >= self.settings.save_interval_ms {
+            self.save(t);
         }
     }
 
     // ----- outputs --------------------------------------------------------
 
-    fn send<B: serde::Serialize>(
-        &mut self,
-        now: Millis,
-        to: Destination,
-        kind: Kind,
-        body: &B,
-    ) -> bool {
-        self.seq += 1;
-        let stamp = Stamp {
+    fn next_stamp(&self, t: Millis) -> Stamp {
+        Stamp {
             instance: self.params.instance,
-            seq: self.seq,
-            ts_ms: now,
-        };
+            seq: self.seq + 1,
+            ts_ms: self.wall(t),
+        }
+    }
+
+    fn send<B: serde::Serialize>(&mut self, t: Millis, to: Destination, kind: Kind, body: &B) -> bool {
+        let stamp = self.next_stamp(t);
         match wire::seal(&self.key, &self.settings.network, stamp, kind, body) {
             Some(datagram) => {
+                self.seq += 1;
                 self.stats.datagrams_out += 1;
                 self.actions.push_back(Action::Send { to, datagram });
                 true
@@ -1030,60 +1461,129 @@ impl Node {
         self.actions.push_back(Action::ToSlips(msg));
     }
 
-    /// Tells Slips about a peer if it is new to Slips, moved, or its
-    /// reliability changed by at least `report_delta`.
-    fn peer_update(&mut self, now: Millis, key: &ed25519_dalek::VerifyingKey, force: bool) {
-        let params = self.settings.reliability;
+    /// Notes that Slips should hear about a peer if it is new to Slips,
+    /// moved, or its reliability changed by at least `report_delta`. Only
+    /// peers whose address is proven are told to Slips; each at most once
+    /// per [`PEER_UPDATE_GAP_MS`] (the latest value wins) and all within
+    /// [`PEER_UPDATE_QUOTA`].
+    fn peer_update(&mut self, t: Millis, key: &ed25519_dalek::VerifyingKey, force: bool) {
+        let r = self.reported_value(t, key);
         let delta = self.settings.report_delta;
-        let banned = self.bans.is_banned(key.as_bytes(), now);
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        let r = if banned {
-            0.0
-        } else {
-            peer.reliability.value(now, &params)
-        };
+        if !peer.proven {
+            return;
+        }
         let due = match peer.reported_reliability {
             None => true,
             Some(old) => (r - old).abs() >= delta,
         };
-        if !(force || due) {
+        if force || due {
+            peer.update_pending = true;
+            self.flush_peer_update(t, key);
+        }
+    }
+
+    fn reported_value(&self, t: Millis, key: &ed25519_dalek::VerifyingKey) -> f64 {
+        if self.bans.is_banned(key.as_bytes(), t) {
+            return 0.0;
+        }
+        self.peers
+            .get(key)
+            .map_or(0.0, |p| p.reliability.value(self.wall(t), &self.settings.reliability))
+    }
+
+    /// Emits the pending `peer_update` of one peer if its gap and the total
+    /// budget allow.
+    fn flush_peer_update(&mut self, t: Millis, key: &ed25519_dalek::VerifyingKey) {
+        let r = self.reported_value(t, key);
+        let timestamp = secs(self.wall(t));
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        if !peer.update_pending
+            || peer
+                .last_update_ms
+                .is_some_and(|l| t.saturating_sub(l) < PEER_UPDATE_GAP_MS)
+        {
             return;
         }
+        if !self.total_peer_updates.take(PEER_UPDATE_QUOTA, t) {
+            self.stats.peer_updates_deferred += 1;
+            return;
+        }
+        peer.update_pending = false;
+        peer.last_update_ms = Some(t);
         peer.reported_reliability = Some(r);
         let msg = ToSlips::PeerUpdate {
             peerid: peer.peer_id.clone(),
             ip: peer.addr.map(|a| IpAddr::V4(*a.ip())),
             reliability: Some(r),
-            timestamp: secs(now),
+            timestamp,
         };
         self.mark_dirty();
         self.emit(msg);
+    }
+
+    fn flush_peer_updates(&mut self, t: Millis) {
+        let pending: Vec<_> = self
+            .peers
+            .iter()
+            .filter(|p| p.update_pending)
+            .map(|p| p.key)
+            .collect();
+        for key in pending {
+            self.flush_peer_update(t, &key);
+        }
     }
 
     fn mark_dirty(&mut self) {
         self.dirty = true;
     }
 
-    fn save(&mut self, now: Millis) {
+    fn save(&mut self, t: Millis) {
         for p in self.peers.iter_mut() {
             p.persisted_last_seen_ms = p.last_seen_ms;
         }
         let mut peers: Vec<StoredPeer> = self.peers.iter().map(Peer::to_stored).collect();
         peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        let saved_at = secs(self.wall(t)).max(0).unsigned_abs();
         self.actions.push_back(Action::SavePeers(PeerFile {
             version: FORMAT_VERSION,
-            saved_at: secs(now) as u64,
+            saved_at,
             peers,
         }));
         self.dirty = false;
-        self.last_save_ms = now;
+        self.last_save_ms = t;
     }
 
-    fn drop(&mut self, now: Millis, reason: DropReason, detail: &dyn std::fmt::Display) {
+    fn drop(&mut self, t: Millis, reason: DropReason, detail: &dyn std::fmt::Display) {
         *self.stats.dropped.entry(reason).or_insert(0) += 1;
-        self.drop_log.record(now, reason, detail);
+        self.drop_log.record(t, reason, detail);
+    }
+}
+
+/// What becomes of a verified `data` message.
+enum Delivery {
+    /// Not delivered before: on to Slips.
+    New,
+    /// Delivered already (a copy, retransmission or repair).
+    Duplicate,
+    /// A broadcast of an instance we have no session with.
+    NoSession,
+    /// A broadcast sent before our session with its sender began.
+    BeforeSession,
+}
+
+/// Which socket each kind may arrive on (PROTOCOL.md §2.1). Broadcast
+/// `data` comes by multicast and, as a repair, by unicast; directed `data`
+/// must come by unicast (checked once the body is read).
+fn allowed_via(kind: Kind, via: Via) -> bool {
+    match kind {
+        Kind::Announce | Kind::Goodbye | Kind::Digest => via == Via::Group,
+        Kind::Data => true,
+        Kind::Ack | Kind::Nack | Kind::Challenge | Kind::Response => via == Via::Unicast,
     }
 }
 

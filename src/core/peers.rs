@@ -49,41 +49,63 @@ pub struct InstanceState {
     pub rx: RxState,
 }
 
-/// One known peer.
+/// One known peer. Only a key that proved an address (a valid `response`)
+/// enters the table, or one loaded from the peer list.
+///
+/// Times named `_ms` are monotonic milliseconds of this run unless they
+/// say "Unix".
 #[derive(Debug, Clone)]
 pub struct Peer {
     /// Its key: its identity.
     pub key: VerifyingKey,
     /// libp2p peer id string of `key`: the id Slips knows it by.
     pub peer_id: String,
-    /// Last announced unicast address.
+    /// Last address the peer proved it receives at (possibly in an
+    /// earlier run: see `proven`). Directed traffic goes only here.
     pub addr: Option<SocketAddrV4>,
+    /// Whether `addr` was proven in this run (return routability).
+    pub proven: bool,
     /// Active or not.
     pub state: PeerState,
     /// First verified datagram, Unix ms.
     pub first_seen_ms: u64,
-    /// Last verified datagram, Unix ms.
+    /// Last verified datagram, Unix ms (persisted, drives forgetting).
     pub last_seen_ms: u64,
     /// `last_seen_ms` as last written to the peer list.
     pub persisted_last_seen_ms: u64,
-    /// Last verified announcement, Unix ms (0 = none this run).
+    /// Last verified datagram (0 = none this run).
+    pub last_heard_ms: u64,
+    /// Last announcement (or proof) counted for liveness (0 = none this run).
     pub last_announce_ms: u64,
     /// Last valid payload that counted for reliability.
     pub last_valid_payload_ms: u64,
+    /// Last challenge we sent it.
+    pub last_challenge_ms: u64,
     /// Instance of its latest announcement: a new one means it restarted.
     pub instance: Option<u64>,
-    /// The peer's announced interval.
+    /// Instance of its latest valid response: directed data carries it as
+    /// `to_inst`, and broadcasts of it are delivered.
+    pub session_instance: Option<u64>,
+    /// The peer's announced interval (within the protocol's bounds).
     pub announce_interval_ms: u64,
     /// Missed announcements counted since the last one received.
     pub missed: u32,
-    /// Reliability sums.
+    /// Reliability sums (times in Unix ms: they persist).
     pub reliability: Reliability,
     /// Last reliability told to Slips.
     pub reported_reliability: Option<f64>,
+    /// A `peer_update` is owed to Slips (sent when its gap allows).
+    pub update_pending: bool,
+    /// When Slips last heard about it.
+    pub last_update_ms: Option<u64>,
     /// State of the peer's latest instances (bounded).
     pub instances: Vec<InstanceState>,
-    /// Per-peer rate limit.
+    /// Per-peer rate limit of datagrams.
     pub bucket: TokenBucket,
+    /// Byte budget of responses (acks, nacks, repairs) to its address.
+    pub responses: TokenBucket,
+    /// Budget of its messages to Slips.
+    pub go_data: TokenBucket,
 }
 
 impl Peer {
@@ -98,6 +120,17 @@ impl Peer {
     /// Records `(instance, seq)` after verification; returns the
     /// instance's state, or `None` for a replay.
     pub fn commit(&mut self, instance: u64, seq: u64, now_ms: u64) -> Option<&mut InstanceState> {
+        let state = self.instance_state(instance, now_ms);
+        if !state.replay.commit(seq) {
+            return None;
+        }
+        state.last_used_ms = now_ms;
+        Some(state)
+    }
+
+    /// The state of `instance`, created (evicting the least recently used
+    /// of [`INSTANCES_KEPT`]) if new.
+    pub fn instance_state(&mut self, instance: u64, now_ms: u64) -> &mut InstanceState {
         let pos = match self.instances.iter().position(|i| i.instance == instance) {
             Some(p) => p,
             None => {
@@ -120,12 +153,7 @@ impl Peer {
                 self.instances.len() - 1
             }
         };
-        let state = self.instances.get_mut(pos)?;
-        if !state.replay.commit(seq) {
-            return None;
-        }
-        state.last_used_ms = now_ms;
-        Some(state)
+        &mut self.instances[pos]
     }
 
     /// The state of one instance, if known.
@@ -191,11 +219,37 @@ impl PeerTable {
         self.by_key.values_mut()
     }
 
-    /// Inserts a peer, evicting the least recently seen inactive peer when
-    /// `max` peers are known. Returns false if the table is full of active
-    /// peers (the newcomer is refused; known peers are never pushed out by
-    /// a flood of new keys).
-    pub fn insert(&mut self, peer: Peer, max: usize) -> bool {
+    /// Whether `key` proved in this run that it receives at `addr`.
+    pub fn is_proven_at(&self, key: &VerifyingKey, addr: SocketAddrV4) -> bool {
+        self.get(key)
+            .is_some_and(|p| p.proven && p.addr == Some(addr))
+    }
+
+    /// Inserts a peer. At most `max_per_ip` keys share one IPv4 address
+    /// and `max` peers are known: beyond either, the least recently seen
+    /// inactive peer (of that address, or of all) makes room. Returns false
+    /// if there is none: the newcomer is refused, and active peers are
+    /// never pushed out by new keys.
+    pub fn insert(&mut self, peer: Peer, max: usize, max_per_ip: usize) -> bool {
+        if let Some(ip) = peer.addr.map(|a| *a.ip()) {
+            let same_ip = || {
+                self.by_key
+                    .values()
+                    .filter(move |p| p.addr.is_some_and(|a| *a.ip() == ip))
+            };
+            if same_ip().count() >= max_per_ip {
+                let victim = same_ip()
+                    .filter(|p| p.state == PeerState::Inactive)
+                    .min_by_key(|p| p.last_seen_ms)
+                    .map(|p| *p.key.as_bytes());
+                match victim {
+                    Some(k) => {
+                        self.remove(&k);
+                    }
+                    None => return false,
+                }
+            }
+        }
         if self.by_key.len() >= max {
             let victim = self
                 .by_key

@@ -51,6 +51,25 @@ pub enum DropReason {
     TooLargeToSend,
     /// The key is banned for repeated misbehaviour (dropped unverified).
     Banned,
+    /// A kind on the wrong socket (e.g. directed data by multicast).
+    WrongChannel,
+    /// Anything but an announce or a response from a key not in the table.
+    UnknownPeer,
+    /// A reply refused: the address has not proven itself and sent fewer
+    /// bytes, or its byte budget is spent (anti-amplification).
+    NoCredit,
+    /// A response whose nonce is not ours for that key and address.
+    BadNonce,
+    /// A broadcast or digest from a sender instance without a session.
+    NoSession,
+    /// A broadcast older than our session with its sender.
+    BeforeSession,
+    /// Directed data for a previous run of ours.
+    OtherInstance,
+    /// Slips asked to report or blame a pigeon's own address.
+    ReportsPeer,
+    /// A message over the rate toward Slips (per peer, unproven or total).
+    SlipsRate,
 }
 
 impl DropReason {
@@ -80,13 +99,25 @@ impl DropReason {
             Self::UnknownRecipient => "unknown_recipient",
             Self::TooLargeToSend => "too_large_to_send",
             Self::Banned => "banned",
+            Self::WrongChannel => "wrong_channel",
+            Self::UnknownPeer => "unknown_peer",
+            Self::NoCredit => "no_credit",
+            Self::BadNonce => "bad_nonce",
+            Self::NoSession => "no_session",
+            Self::BeforeSession => "before_session",
+            Self::OtherInstance => "other_instance",
+            Self::ReportsPeer => "reports_peer",
+            Self::SlipsRate => "slips_rate",
         }
     }
 
     /// Whether it is normal operation rather than a sign of trouble (such
     /// drops are counted but never logged above debug).
     pub fn is_routine(self) -> bool {
-        matches!(self, Self::Own | Self::Duplicate | Self::NotForUs)
+        matches!(
+            self,
+            Self::Own | Self::Duplicate | Self::NotForUs | Self::BeforeSession
+        )
     }
 }
 
@@ -112,6 +143,13 @@ pub struct Stats {
     pub directed_expired: u64,
     /// Keys banned for repeated misbehaviour.
     pub bans: u64,
+    /// Challenges sent (return routability).
+    pub challenges_sent: u64,
+    /// Replies not sent because the destination had not proven itself and
+    /// sent fewer bytes, or its byte budget was spent.
+    pub amplification_refused: u64,
+    /// `peer_update`s postponed by the total rate toward Slips.
+    pub peer_updates_deferred: u64,
     /// Drops by reason.
     pub dropped: BTreeMap<DropReason, u64>,
 }

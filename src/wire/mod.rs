@@ -24,8 +24,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::net::Ipv4Addr;
 
-/// Protocol version carried in every envelope (`v`).
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Protocol version carried in every envelope (`v`). Version 2 added
+/// return-routability challenges, sessions and the receiver instance of
+/// directed data; version-1 peers cannot follow it.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest datagram sent or accepted, in bytes. Fits any LAN MTU with room
 /// to spare (QUIC's initial size); larger datagrams are dropped unread.
@@ -33,7 +35,7 @@ pub const MAX_DATAGRAM: usize = 1200;
 
 /// Domain-separation prefix of every signed message, so a pigeon signature
 /// can never be replayed as a signature of any other protocol.
-pub const SIGN_DOMAIN: &[u8] = b"pigeon-datagram/1\0";
+pub const SIGN_DOMAIN: &[u8] = b"pigeon-datagram/2\0";
 
 const PREFIX: &[u8] = b"{\"m\":";
 const SIG_OPEN: &[u8] = b",\"sig\":\"";
@@ -88,6 +90,12 @@ pub enum Kind {
     Digest,
     /// "Please resend these broadcasts to me" (unicast to their sender).
     Nack,
+    /// "Prove you receive datagrams at this address" (unicast, in reply to
+    /// a datagram from that address).
+    Challenge,
+    /// The signed echo of a challenge: proves the key listens at the
+    /// address, and opens a session (unicast, to the challenge's source).
+    Response,
 }
 
 /// Body of an `announce`.
@@ -101,9 +109,75 @@ pub struct AnnounceBody {
     /// overdue whatever their own configuration.
     pub interval_ms: u64,
     /// Id of the sender's latest broadcast (0 = none yet): a receiver that
-    /// meets this instance here asks for repair of later broadcasts only.
-    #[serde(default)]
+    /// has a session with this instance asks for repair of what it missed.
     pub last_bcast: u64,
+    /// Filler that makes the datagram at least [`MIN_ANNOUNCE_LEN`] bytes,
+    /// so that a challenge in reply never sends more bytes than arrived.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pad: String,
+}
+
+/// Bounds of `announce.interval_ms`: an announced interval outside them is
+/// a malformed body. The upper bound caps how long a silent peer stays
+/// active (3 missed intervals of at most 5 minutes).
+pub const ANNOUNCE_INTERVAL_MS: std::ops::RangeInclusive<u64> = 1_000..=300_000;
+
+/// Smallest announce datagram a pigeon sends (padded with `pad`). Toward
+/// an unproven address a pigeon sends at most the bytes it received from
+/// it, so an announce must pay for the challenge it asks for and for its
+/// retries under loss: three [`CHALLENGE_LEN`] datagrams (QUIC pads its
+/// first datagrams to 1200 bytes for the same reason, RFC 9000 §14.1).
+pub const MIN_ANNOUNCE_LEN: usize = 1_100;
+
+/// Size of every challenge datagram (padded with `pad`). A response is
+/// always smaller, so answering a challenge never amplifies.
+pub const CHALLENGE_LEN: usize = 360;
+
+impl AnnounceBody {
+    /// Whether every field is within its documented bounds.
+    pub fn is_valid(&self) -> bool {
+        ANNOUNCE_INTERVAL_MS.contains(&self.interval_ms)
+            && self.port != 0
+            && self.last_bcast <= MAX_SAFE_INT
+            && is_unicast_v4(self.ip)
+    }
+}
+
+/// A host address a peer can be reached at: not unspecified, broadcast,
+/// multicast or in 0.0.0.0/8.
+pub fn is_unicast_v4(ip: Ipv4Addr) -> bool {
+    !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.octets()[0] == 0)
+}
+
+/// Body of a `challenge`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeBody {
+    /// Unpredictable value the challenged key must sign back (standard
+    /// base64 of [`NONCE_LEN`] bytes).
+    pub nonce: String,
+    /// Filler that makes the datagram [`CHALLENGE_LEN`] bytes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pad: String,
+}
+
+/// Bytes of a challenge nonce.
+pub const NONCE_LEN: usize = 16;
+
+/// Body of a `response`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseBody {
+    /// The challenge's nonce, verbatim.
+    pub nonce: String,
+    /// Id the sender instance's next broadcast will carry: the receiver
+    /// delivers broadcasts of this instance from this id on.
+    pub next_bcast: u64,
+}
+
+impl ResponseBody {
+    /// Whether every field is within its bounds.
+    pub fn is_valid(&self) -> bool {
+        self.next_bcast >= 1 && self.next_bcast <= MAX_SAFE_INT && self.nonce.len() <= 64
+    }
 }
 
 /// Body of a `data` message.
@@ -112,11 +186,43 @@ pub struct DataBody {
     /// Message id, unique per sender instance; retransmissions keep it, so
     /// receivers deliver each message once.
     pub id: u64,
-    /// Recipient peer id for directed messages; absent for broadcasts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Recipient peer id for directed messages; absent for broadcasts
+    /// (`null` is malformed).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub to: Option<String>,
+    /// Recipient instance of directed messages (required with `to`,
+    /// forbidden without): a restarted recipient refuses what was meant for
+    /// its previous run.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub to_inst: Option<u64>,
     /// Slips' base64 payload, verbatim.
     pub payload: String,
+}
+
+impl DataBody {
+    /// Whether the fields are within bounds and consistent.
+    pub fn is_valid(&self) -> bool {
+        (1..=MAX_SAFE_INT).contains(&self.id)
+            && self.to.is_some() == self.to_inst.is_some()
+            && self.to_inst.is_none_or(|i| i <= MAX_SAFE_INT)
+    }
+}
+
+/// Deserializes a field that, when present, must not be `null`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// Body of an `ack`.
@@ -128,6 +234,13 @@ pub struct AckBody {
     pub to: String,
 }
 
+impl AckBody {
+    /// Whether the id is within bounds.
+    pub fn is_valid(&self) -> bool {
+        (1..=MAX_SAFE_INT).contains(&self.id)
+    }
+}
+
 /// Body of a `digest`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DigestBody {
@@ -135,6 +248,13 @@ pub struct DigestBody {
     pub floor: u64,
     /// Latest broadcast id sent.
     pub last: u64,
+}
+
+impl DigestBody {
+    /// Whether the ids are within bounds.
+    pub fn is_valid(&self) -> bool {
+        self.floor <= MAX_SAFE_INT && self.last <= MAX_SAFE_INT
+    }
 }
 
 /// Body of a `nack`.
@@ -148,6 +268,14 @@ pub struct NackBody {
 
 /// Most ids in one `nack`.
 pub const MAX_NACK_IDS: usize = 32;
+
+impl NackBody {
+    /// Whether there are 1 to [`MAX_NACK_IDS`] ids, each within bounds.
+    pub fn is_valid(&self) -> bool {
+        (1..=MAX_NACK_IDS).contains(&self.ids.len())
+            && self.ids.iter().all(|i| (1..=MAX_SAFE_INT).contains(i))
+    }
+}
 
 /// Body of a `goodbye`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -201,18 +329,7 @@ pub fn seal<B: Serialize>(
     kind: Kind,
     body: &B,
 ) -> Option<Vec<u8>> {
-    let pk = BASE64_STANDARD.encode(key.verifying_key().as_bytes());
-    let header = HeaderOut {
-        v: PROTOCOL_VERSION,
-        net: network,
-        pk: &pk,
-        inst: stamp.instance,
-        seq: stamp.seq,
-        ts: stamp.ts_ms,
-        kind,
-        body,
-    };
-    let m = serde_json::to_vec(&header).ok()?;
+    let m = message_bytes(key, network, stamp, kind, body)?;
     if PREFIX.len() + m.len() + SUFFIX_LEN > MAX_DATAGRAM {
         return None;
     }
@@ -224,6 +341,38 @@ pub fn seal<B: Serialize>(
     out.extend_from_slice(BASE64_STANDARD.encode(sig.to_bytes()).as_bytes());
     out.extend_from_slice(SIG_CLOSE);
     Some(out)
+}
+
+/// Length of the datagram [`seal`] would build, without signing.
+pub fn sealed_len<B: Serialize>(
+    key: &SigningKey,
+    network: &str,
+    stamp: Stamp,
+    kind: Kind,
+    body: &B,
+) -> Option<usize> {
+    message_bytes(key, network, stamp, kind, body).map(|m| PREFIX.len() + m.len() + SUFFIX_LEN)
+}
+
+fn message_bytes<B: Serialize>(
+    key: &SigningKey,
+    network: &str,
+    stamp: Stamp,
+    kind: Kind,
+    body: &B,
+) -> Option<Vec<u8>> {
+    let pk = BASE64_STANDARD.encode(key.verifying_key().as_bytes());
+    let header = HeaderOut {
+        v: PROTOCOL_VERSION,
+        net: network,
+        pk: &pk,
+        inst: stamp.instance,
+        seq: stamp.seq,
+        ts: stamp.ts_ms,
+        kind,
+        body,
+    };
+    serde_json::to_vec(&header).ok()
 }
 
 fn signed_bytes(network: &str, m: &[u8]) -> Vec<u8> {
@@ -271,7 +420,11 @@ impl<'a> Unverified<'a> {
             .decode(sig_b64)
             .map_err(|_| WireError::BadFraming)?;
         let sig: [u8; 64] = sig_vec.try_into().map_err(|_| WireError::BadFraming)?;
-        let header: HeaderIn<'a> = serde_json::from_slice(m).map_err(|_| WireError::BadHeader)?;
+        // The whole of `M` must be UTF-8 (RFC 8259 §8.1), unknown fields
+        // included: serde_json does not check strings it skips.
+        let m_text = std::str::from_utf8(m).map_err(|_| WireError::BadHeader)?;
+        let header: HeaderIn<'a> =
+            serde_json::from_str(m_text).map_err(|_| WireError::BadHeader)?;
         if header.v != PROTOCOL_VERSION {
             return Err(WireError::BadVersion);
         }
@@ -304,6 +457,11 @@ impl<'a> Unverified<'a> {
     /// Instance, sequence number and timestamp, as claimed.
     pub fn stamp(&self) -> Stamp {
         self.stamp
+    }
+
+    /// The kind, as claimed.
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// Checks the signature (`verify_strict`: no malleable or small-order
@@ -375,6 +533,7 @@ mod tests {
             port: 4001,
             interval_ms: 30_000,
             last_bcast: 0,
+            pad: String::new(),
         }
     }
 
@@ -430,6 +589,7 @@ mod tests {
         let body = DataBody {
             id: 1,
             to: None,
+            to_inst: None,
             payload: "A".repeat(MAX_DATAGRAM),
         };
         assert!(seal(&k, "slips", stamp(), Kind::Data, &body).is_none());
@@ -500,6 +660,7 @@ mod proptests {
                                 port: (n >> 32) as u16,
                                 interval_ms: n,
                                 last_bcast: n,
+                                pad: String::new(),
                             },
                         ),
                         1 => seal(
@@ -510,6 +671,7 @@ mod proptests {
                             &DataBody {
                                 id: n,
                                 to: (n % 2 == 0).then(|| text.clone()),
+                                to_inst: (n % 2 == 0).then_some(n >> 12),
                                 payload: text,
                             },
                         ),
