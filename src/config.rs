@@ -876,7 +876,7 @@ mod tests {
             }
         }
         // Guards the probe itself (update when adding a field).
-        assert_eq!(total, 51);
+        assert_eq!(total, 54);
     }
 
     #[test]

@@ -32,11 +32,11 @@ use crate::wire::{
     self, AckBody, AnnounceBody, ChallengeBody, DataBody, DigestBody, GoodbyeBody, Kind,
     MAX_NACK_IDS, NackBody, ResponseBody, Stamp, Unverified, Verified, WireError,
 };
-use paths::{Challenger, Ledger};
 use bans::{BanParams, Bans};
 use delivery::{MAX_DIRECTED_BACKOFF_MS, Outbox, Pending};
 use ed25519_dalek::SigningKey;
 use limits::{KeyedLimiter, Quota, TokenBucket};
+use paths::{Challenger, Ledger};
 use peers::{Peer, PeerState, PeerTable};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -57,7 +57,10 @@ const FIRST_ANNOUNCE_MAX_DELAY_MS: Millis = 250;
 /// Shortest gap between two answers to newcomers (RFC 6762 §6 rate limit).
 const MIN_ANSWER_GAP_MS: Millis = 1_000;
 /// Source addresses tracked by the pre-verification limiter.
-const MAX_SOURCES: usize = 4_096;
+/// Sized so that a flood from many spoofed sources (10 000 a second)
+/// fits, each source within its own budget, and a newcomer's source still
+/// gets one of its own: about 3 MB at most.
+const MAX_SOURCES: usize = 65_536;
 /// Misbehaving keys whose strikes and bans are remembered.
 const MAX_BAN_KEYS: usize = 4_096;
 /// Valid payloads of one peer count for reliability at most this often.
@@ -126,7 +129,7 @@ impl Now {
 }
 
 /// Which socket a datagram arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Via {
     /// The multicast group socket.
     Group,
@@ -200,10 +203,10 @@ impl Settings {
         let response_bytes = f64::from(c.security.response_bytes_per_sec.max(1));
         Self {
             network: c.network.name.clone(),
-            announce_interval_ms: c
-                .discovery
-                .announce_interval_ms
-                .clamp(*wire::ANNOUNCE_INTERVAL_MS.start(), *wire::ANNOUNCE_INTERVAL_MS.end()),
+            announce_interval_ms: c.discovery.announce_interval_ms.clamp(
+                *wire::ANNOUNCE_INTERVAL_MS.start(),
+                *wire::ANNOUNCE_INTERVAL_MS.end(),
+            ),
             announce_jitter: c.discovery.announce_jitter.clamp(0.0, 0.5),
             startup_announces: c.discovery.startup_announces,
             inactive_after_missed: c.discovery.inactive_after_missed.max(1),
@@ -355,7 +358,9 @@ impl Node {
 
     /// Unix milliseconds at monotonic time `t` (per the latest input).
     fn wall(&self, t: Millis) -> Millis {
-        let w = i64::try_from(t).unwrap_or(i64::MAX).saturating_add(self.wall_offset);
+        let w = i64::try_from(t)
+            .unwrap_or(i64::MAX)
+            .saturating_add(self.wall_offset);
         u64::try_from(w).unwrap_or(0)
     }
 
@@ -440,7 +445,8 @@ impl Node {
 
     /// Reliability of a peer at monotonic time `t` (of the latest input).
     pub fn reliability_of(&self, peer: &Peer, t: Millis) -> f64 {
-        peer.reliability.value(self.wall(t), &self.settings.reliability)
+        peer.reliability
+            .value(self.wall(t), &self.settings.reliability)
     }
 
     /// The next action to carry out, if any.
@@ -489,15 +495,27 @@ impl Node {
         }
         // A lookup: a banned key costs no further work, signature included.
         if self.bans.is_banned(key.as_bytes(), t) {
-            return self.drop(t, DropReason::Banned, &format_args!("banned key from {src}"));
+            return self.drop(
+                t,
+                DropReason::Banned,
+                &format_args!("banned key from {src}"),
+            );
         }
         let stamp = unverified.stamp();
         let skew = self.settings.max_clock_skew_ms;
         if stamp.ts_ms.saturating_add(skew) < now.wall {
-            return self.drop(t, DropReason::Stale, &format_args!("stale datagram from {src}"));
+            return self.drop(
+                t,
+                DropReason::Stale,
+                &format_args!("stale datagram from {src}"),
+            );
         }
         if stamp.ts_ms > now.wall.saturating_add(skew) {
-            return self.drop(t, DropReason::Future, &format_args!("future datagram from {src}"));
+            return self.drop(
+                t,
+                DropReason::Future,
+                &format_args!("future datagram from {src}"),
+            );
         }
         if let Some(p) = self.peers.get(&key)
             && !p.will_accept(stamp.instance, stamp.seq)
@@ -507,7 +525,11 @@ impl Node {
         if !allowed_via(unverified.kind(), via) {
             // A unicast-only kind on the group, or the reverse: never sent
             // so by a pigeon; perhaps a datagram re-sent by a third party.
-            return self.drop(t, DropReason::WrongChannel, &format_args!("{:?} via {via:?} from {src}", unverified.kind()));
+            return self.drop(
+                t,
+                DropReason::WrongChannel,
+                &format_args!("{:?} via {via:?} from {src}", unverified.kind()),
+            );
         }
         let verified = match unverified.verify(&self.settings.network) {
             Ok(v) => v,
@@ -532,7 +554,11 @@ impl Node {
             _ if self.peers.get(&key).is_none() => {
                 // Only an announce answered by a valid response brings a
                 // key into the table: nothing else creates state.
-                return self.drop(t, DropReason::UnknownPeer, &format_args!("{:?} from unknown key at {src}", verified.kind));
+                return self.drop(
+                    t,
+                    DropReason::UnknownPeer,
+                    &format_args!("{:?} from unknown key at {src}", verified.kind),
+                );
             }
             _ => {}
         }
@@ -547,7 +573,11 @@ impl Node {
         peer.last_heard_ms = t;
         peer.last_seen_ms = wall;
         if !peer.bucket.take(quota, t) {
-            self.drop(t, DropReason::PeerRate, &format_args!("peer over its rate: {src}"));
+            self.drop(
+                t,
+                DropReason::PeerRate,
+                &format_args!("peer over its rate: {src}"),
+            );
             return self.over_rate(t, &key);
         }
         if wall.saturating_sub(peer.persisted_last_seen_ms) >= LAST_SEEN_PERSIST_MS {
@@ -602,7 +632,9 @@ impl Node {
             return true;
         }
         self.peers.iter().any(|p| {
-            p.proven && p.state == PeerState::Active && p.addr.is_some_and(|a| IpAddr::V4(*a.ip()) == ip)
+            p.proven
+                && p.state == PeerState::Active
+                && p.addr.is_some_and(|a| IpAddr::V4(*a.ip()) == ip)
         })
     }
 
@@ -802,12 +834,38 @@ impl Node {
             nonce,
             pad: String::new(),
         };
-        let Some(len) = self.padded(t, Kind::Challenge, &mut body, wire::CHALLENGE_LEN, |b, p| b.pad = p) else {
+        let Some(len) = self.padded(
+            t,
+            Kind::Challenge,
+            &mut body,
+            wire::CHALLENGE_LEN,
+            |b, p| {
+                b.pad = p;
+            },
+        ) else {
             return;
         };
-        if !self.ledger.spend(addr, len) {
+        let known = ed25519_dalek::VerifyingKey::from_bytes(key)
+            .ok()
+            .filter(|k| self.peers.is_proven_at(k, addr));
+        let allowed = match known {
+            // Its address is proven (it restarted or opened a new session):
+            // the per-destination budget applies.
+            Some(k) => {
+                let quota = self.settings.response_quota;
+                self.peers
+                    .get_mut(&k)
+                    .is_some_and(|p| p.responses.take_n(quota, t, len as f64))
+            }
+            None => self.ledger.spend(addr, len),
+        };
+        if !allowed {
             self.stats.amplification_refused += 1;
-            return self.drop(t, DropReason::NoCredit, &format_args!("challenge to unproven {addr}"));
+            return self.drop(
+                t,
+                DropReason::NoCredit,
+                &format_args!("challenge to unproven {addr}"),
+            );
         }
         self.stats.challenges_sent += 1;
         self.send(t, Destination::Unicast(addr), Kind::Challenge, &body);
@@ -839,13 +897,25 @@ impl Node {
     /// A key we do not know announced itself: challenge it, keep nothing.
     fn on_stranger_announce(&mut self, t: Millis, src: SocketAddrV4, len: usize, v: &Verified<'_>) {
         let Ok(body) = v.body::<AnnounceBody>() else {
-            return self.drop(t, DropReason::BadBody, &format_args!("malformed announce from {src}"));
+            return self.drop(
+                t,
+                DropReason::BadBody,
+                &format_args!("malformed announce from {src}"),
+            );
         };
         if !body.is_valid() || SocketAddrV4::new(body.ip, body.port) != src {
-            return self.drop(t, DropReason::AddressMismatch, &format_args!("announce of another address from {src}"));
+            return self.drop(
+                t,
+                DropReason::AddressMismatch,
+                &format_args!("announce of another address from {src}"),
+            );
         }
         if len < wire::CHALLENGE_LEN {
-            return self.drop(t, DropReason::NoCredit, &format_args!("short announce from {src}"));
+            return self.drop(
+                t,
+                DropReason::NoCredit,
+                &format_args!("short announce from {src}"),
+            );
         }
         self.challenge(t, src, v.key.as_bytes(), CHALLENGE_RETRIES);
     }
@@ -855,24 +925,44 @@ impl Node {
     fn on_challenge(&mut self, t: Millis, src: SocketAddrV4, len: usize, v: &Verified<'_>) {
         let body = match v.body::<ChallengeBody>() {
             Ok(b) if b.nonce.len() <= 64 => b,
-            _ => return self.drop(t, DropReason::BadBody, &format_args!("malformed challenge from {src}")),
+            _ => {
+                return self.drop(
+                    t,
+                    DropReason::BadBody,
+                    &format_args!("malformed challenge from {src}"),
+                );
+            }
         };
         // Its replay window, if we know the key: a replayed challenge is
         // answered at most once.
         if let Some(p) = self.peers.get_mut(&v.key)
             && p.commit(v.stamp.instance, v.stamp.seq, t).is_none()
         {
-            return self.drop(t, DropReason::Replay, &format_args!("replayed challenge from {src}"));
+            return self.drop(
+                t,
+                DropReason::Replay,
+                &format_args!("replayed challenge from {src}"),
+            );
         }
         let resp = ResponseBody {
             nonce: body.nonce,
             next_bcast: self.outbox.last_bcast + 1,
         };
         let stamp = self.next_stamp(t);
-        let out = wire::sealed_len(&self.key, &self.settings.network, stamp, Kind::Response, &resp);
+        let out = wire::sealed_len(
+            &self.key,
+            &self.settings.network,
+            stamp,
+            Kind::Response,
+            &resp,
+        );
         if !out.is_some_and(|n| n <= len) {
             self.stats.amplification_refused += 1;
-            return self.drop(t, DropReason::NoCredit, &format_args!("challenge too small to answer from {src}"));
+            return self.drop(
+                t,
+                DropReason::NoCredit,
+                &format_args!("challenge too small to answer from {src}"),
+            );
         }
         self.send(t, Destination::Unicast(src), Kind::Response, &resp);
     }
@@ -884,12 +974,20 @@ impl Node {
         let body = match v.body::<ResponseBody>() {
             Ok(b) if b.is_valid() => b,
             _ => {
-                self.drop(t, DropReason::BadBody, &format_args!("malformed response from {src}"));
+                self.drop(
+                    t,
+                    DropReason::BadBody,
+                    &format_args!("malformed response from {src}"),
+                );
                 return false;
             }
         };
         if !self.challenger.check(v.key.as_bytes(), src, &body.nonce, t) {
-            self.drop(t, DropReason::BadNonce, &format_args!("response with a wrong or expired nonce from {src}"));
+            self.drop(
+                t,
+                DropReason::BadNonce,
+                &format_args!("response with a wrong or expired nonce from {src}"),
+            );
             return false;
         }
         self.ledger.forget(&src);
@@ -929,7 +1027,8 @@ impl Node {
         peer.missed = 0;
         if peer.last_announce_ms == 0 {
             peer.last_announce_ms = t;
-            peer.reliability.observe(wall, reliability::ANNOUNCE_ON_TIME, &params);
+            peer.reliability
+                .observe(wall, reliability::ANNOUNCE_ON_TIME, &params);
         }
         let peer_id = peer.peer_id.clone();
         if moved || !was_active {
@@ -1025,12 +1124,20 @@ impl Node {
         let directed = body.to.is_some();
         if let Some(to) = &body.to {
             if *to != self.peer_id {
-                return self.drop(t, DropReason::NotForUs, &"directed message for another peer");
+                return self.drop(
+                    t,
+                    DropReason::NotForUs,
+                    &"directed message for another peer",
+                );
             }
             if body.to_inst != Some(self.params.instance) {
                 // Meant for a previous run of ours (or replayed from it):
                 // refused, so that nothing reaches Slips twice.
-                return self.drop(t, DropReason::OtherInstance, &"directed message for our previous run");
+                return self.drop(
+                    t,
+                    DropReason::OtherInstance,
+                    &"directed message for our previous run",
+                );
             }
         }
         let Some(peer) = self.peers.get_mut(&v.key) else {
@@ -1075,13 +1182,21 @@ impl Node {
                 return self.drop(t, DropReason::Duplicate, &"message already delivered");
             }
             Delivery::BeforeSession => {
-                return self.drop(t, DropReason::BeforeSession, &format_args!("broadcast from {reporter} older than our session"));
+                return self.drop(
+                    t,
+                    DropReason::BeforeSession,
+                    &format_args!("broadcast from {reporter} older than our session"),
+                );
             }
             Delivery::NoSession => {
                 if !has_session {
                     self.maybe_challenge_known(t, src, len, &v.key);
                 }
-                return self.drop(t, DropReason::NoSession, &format_args!("broadcast from {reporter} before a session"));
+                return self.drop(
+                    t,
+                    DropReason::NoSession,
+                    &format_args!("broadcast from {reporter} before a session"),
+                );
             }
         }
         let valid = match payload::validate(&body.payload) {
@@ -1103,7 +1218,11 @@ impl Node {
             }
         }
         if !self.take_go_data(t, &v.key, proven) {
-            return self.drop(t, DropReason::SlipsRate, &format_args!("message from {reporter} over the rate toward Slips"));
+            return self.drop(
+                t,
+                DropReason::SlipsRate,
+                &format_args!("message from {reporter} over the rate toward Slips"),
+            );
         }
         // At most one valid payload per peer counts per interval, so a
         // chatty (or flooding) key cannot farm reliability.
@@ -1143,11 +1262,19 @@ impl Node {
 
     /// A known peer sent something from an address or instance we have no
     /// proof or session for: challenge it (rate-limited, credit permitting).
-    fn maybe_challenge_known(&mut self, t: Millis, src: SocketAddrV4, len: usize, key: &ed25519_dalek::VerifyingKey) {
+    fn maybe_challenge_known(
+        &mut self,
+        t: Millis,
+        src: SocketAddrV4,
+        len: usize,
+        key: &ed25519_dalek::VerifyingKey,
+    ) {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        if t.saturating_sub(peer.last_challenge_ms) < MIN_CHALLENGE_GAP_MS || len < wire::CHALLENGE_LEN {
+        if t.saturating_sub(peer.last_challenge_ms) < MIN_CHALLENGE_GAP_MS
+            || len < wire::CHALLENGE_LEN
+        {
             return;
         }
         peer.last_challenge_ms = t;
@@ -1168,7 +1295,8 @@ impl Node {
         body: &B,
     ) -> bool {
         let stamp = self.next_stamp(t);
-        let Some(len) = wire::sealed_len(&self.key, &self.settings.network, stamp, kind, body) else {
+        let Some(len) = wire::sealed_len(&self.key, &self.settings.network, stamp, kind, body)
+        else {
             return false;
         };
         let quota = self.settings.response_quota;
@@ -1181,7 +1309,11 @@ impl Node {
         };
         if !allowed {
             self.stats.amplification_refused += 1;
-            self.drop(t, DropReason::NoCredit, &format_args!("{kind:?} to {to} over its byte budget"));
+            self.drop(
+                t,
+                DropReason::NoCredit,
+                &format_args!("{kind:?} to {to} over its byte budget"),
+            );
             return false;
         }
         self.send(t, Destination::Unicast(to), kind, body)
@@ -1219,7 +1351,11 @@ impl Node {
         if !has_session {
             // Digests are short: no challenge in reply (it would send more
             // than arrived); the next announce or data brings one.
-            return self.drop(t, DropReason::NoSession, &format_args!("digest from {src} before a session"));
+            return self.drop(
+                t,
+                DropReason::NoSession,
+                &format_args!("digest from {src} before a session"),
+            );
         }
         self.check_broadcasts(t, v, body.floor, body.last);
     }
@@ -1255,7 +1391,11 @@ impl Node {
         }
         if !self.peers.is_proven_at(&v.key, src) {
             // Repairs go only to the nacker's proven address.
-            return self.drop(t, DropReason::NoCredit, &format_args!("nack from unproven {src}"));
+            return self.drop(
+                t,
+                DropReason::NoCredit,
+                &format_args!("nack from unproven {src}"),
+            );
         }
         let repairs: Vec<DataBody> = body
             .ids
@@ -1358,7 +1498,13 @@ impl Node {
             pad: String::new(),
         };
         if self
-            .padded(t, Kind::Announce, &mut body, wire::MIN_ANNOUNCE_LEN, |b, p| b.pad = p)
+            .padded(
+                t,
+                Kind::Announce,
+                &mut body,
+                wire::MIN_ANNOUNCE_LEN,
+                |b, p| b.pad = p,
+            )
             .is_some()
         {
             self.send(t, Destination::Multicast, Kind::Announce, &body);
@@ -1443,7 +1589,13 @@ impl Node {
         }
     }
 
-    fn send<B: serde::Serialize>(&mut self, t: Millis, to: Destination, kind: Kind, body: &B) -> bool {
+    fn send<B: serde::Serialize>(
+        &mut self,
+        t: Millis,
+        to: Destination,
+        kind: Kind,
+        body: &B,
+    ) -> bool {
         let stamp = self.next_stamp(t);
         match wire::seal(&self.key, &self.settings.network, stamp, kind, body) {
             Some(datagram) => {
@@ -1481,6 +1633,10 @@ impl Node {
         };
         if force || due {
             peer.update_pending = true;
+            if force {
+                // A move or a ban must not wait for the gap.
+                peer.last_update_ms = None;
+            }
             self.flush_peer_update(t, key);
         }
     }
@@ -1489,9 +1645,10 @@ impl Node {
         if self.bans.is_banned(key.as_bytes(), t) {
             return 0.0;
         }
-        self.peers
-            .get(key)
-            .map_or(0.0, |p| p.reliability.value(self.wall(t), &self.settings.reliability))
+        self.peers.get(key).map_or(0.0, |p| {
+            p.reliability
+                .value(self.wall(t), &self.settings.reliability)
+        })
     }
 
     /// Emits the pending `peer_update` of one peer if its gap and the total

@@ -61,12 +61,20 @@ impl Challenger {
 
     /// The nonce that challenges `key` at `addr` now.
     pub(super) fn nonce(&self, key: &[u8; 32], addr: SocketAddrV4, now: Millis) -> String {
-        let n = self.mac(key, addr, now / NONCE_WINDOW_MS).unwrap_or([0; 16]);
+        let n = self
+            .mac(key, addr, now / NONCE_WINDOW_MS)
+            .unwrap_or([0; 16]);
         BASE64_STANDARD.encode(n)
     }
 
     /// Whether `nonce` is one we made for `key` at `addr` recently.
-    pub(super) fn check(&self, key: &[u8; 32], addr: SocketAddrV4, nonce: &str, now: Millis) -> bool {
+    pub(super) fn check(
+        &self,
+        key: &[u8; 32],
+        addr: SocketAddrV4,
+        nonce: &str,
+        now: Millis,
+    ) -> bool {
         let Ok(got) = BASE64_STANDARD.decode(nonce) else {
             return false;
         };
@@ -108,8 +116,8 @@ impl Ledger {
         }
     }
 
-    /// `len` bytes arrived from `addr`.
-    pub(super) fn received(&mut self, addr: SocketAddrV4, len: usize, now: Millis) {
+    /// The entry of `addr`, made (evicting the least recently used) if new.
+    fn entry(&mut self, addr: SocketAddrV4, now: Millis) -> &mut Credit {
         if !self.entries.contains_key(&addr) && self.entries.len() >= self.max {
             let oldest = self
                 .entries
@@ -120,11 +128,16 @@ impl Ledger {
                 self.entries.remove(&a);
             }
         }
-        let c = self.entries.entry(addr).or_insert(Credit {
+        self.entries.entry(addr).or_insert(Credit {
             bytes: 0,
             used_ms: now,
             retry: None,
-        });
+        })
+    }
+
+    /// `len` bytes arrived from `addr`.
+    pub(super) fn received(&mut self, addr: SocketAddrV4, len: usize, now: Millis) {
+        let c = self.entry(addr, now);
         c.bytes = (c.bytes + len).min(MAX_CREDIT);
         c.used_ms = now;
     }
@@ -143,10 +156,15 @@ impl Ledger {
 
     /// Schedules `retries` more challenges of `key` at `addr`, the first
     /// at `due`.
-    pub(super) fn schedule_retry(&mut self, addr: SocketAddrV4, key: [u8; 32], retries: u8, due: Millis) {
-        if let Some(c) = self.entries.get_mut(&addr) {
-            c.retry = (retries > 0).then_some((key, retries, due));
-        }
+    pub(super) fn schedule_retry(
+        &mut self,
+        addr: SocketAddrV4,
+        key: [u8; 32],
+        retries: u8,
+        due: Millis,
+    ) {
+        let c = self.entry(addr, due);
+        c.retry = (retries > 0).then_some((key, retries, due));
     }
 
     /// The address proved itself (or is no longer of interest).
@@ -204,11 +222,17 @@ mod tests {
         let c = Challenger::new([7; 32]);
         let n = c.nonce(&[1; 32], a(1), 50_000);
         assert!(c.check(&[1; 32], a(1), &n, 50_000));
-        assert!(c.check(&[1; 32], a(1), &n, 69_999), "next window still valid");
+        assert!(
+            c.check(&[1; 32], a(1), &n, 69_999),
+            "next window still valid"
+        );
         assert!(!c.check(&[1; 32], a(1), &n, 70_000), "expired");
         assert!(!c.check(&[2; 32], a(1), &n, 50_000), "other key");
         assert!(!c.check(&[1; 32], a(2), &n, 50_000), "other address");
-        assert!(!Challenger::new([8; 32]).check(&[1; 32], a(1), &n, 50_000), "other secret");
+        assert!(
+            !Challenger::new([8; 32]).check(&[1; 32], a(1), &n, 50_000),
+            "other secret"
+        );
         assert!(!c.check(&[1; 32], a(1), "not base64!", 50_000));
     }
 

@@ -27,9 +27,22 @@ pub(crate) struct SimNode {
     pub(crate) inbox: Vec<ToSlips>,
     pub(crate) saved: Option<PeerFile>,
     pub(crate) up: bool,
+    /// This host's wall clock minus the LAN's true time (a stepped or
+    /// skewed system clock); its monotonic clock is always the true time.
+    pub(crate) wall_skew: i64,
 }
 
-type InFlight = Reverse<(Millis, u64, usize, SocketAddrV4, Vec<u8>)>;
+impl SimNode {
+    /// The node's clocks when the LAN's true time is `t`.
+    pub(crate) fn clock(&self, t: Millis) -> Now {
+        Now {
+            mono: t,
+            wall: t.saturating_add_signed(self.wall_skew),
+        }
+    }
+}
+
+type InFlight = Reverse<(Millis, u64, usize, SocketAddrV4, Via, Vec<u8>)>;
 
 /// A LAN of nodes exchanging datagrams through an event queue.
 pub(crate) struct Sim {
@@ -41,6 +54,9 @@ pub(crate) struct Sim {
     queue: BinaryHeap<InFlight>,
     counter: u64,
     pub(crate) sent: u64,
+    /// Unicast datagrams to addresses of no node (an attacker's or a
+    /// victim's), in order.
+    pub(crate) outside: Vec<(SocketAddrV4, Vec<u8>)>,
 }
 
 pub(crate) fn config() -> Config {
@@ -68,12 +84,13 @@ impl Sim {
                         rng_seed: i as u64,
                     },
                     Vec::new(),
-                    T0,
+                    Now::same(T0),
                 ),
                 addr: addr_of(i),
                 inbox: Vec::new(),
                 saved: None,
                 up: true,
+                wall_skew: 0,
             })
             .collect();
         Self {
@@ -85,6 +102,7 @@ impl Sim {
             queue: BinaryHeap::new(),
             counter: 0,
             sent: 0,
+            outside: Vec::new(),
         }
     }
 
@@ -106,12 +124,12 @@ impl Sim {
                 rng_seed: instance,
             },
             stored,
-            self.now,
+            self.nodes[i].clock(self.now),
         );
         self.nodes[i].up = true;
     }
 
-    fn enqueue(&mut self, to: usize, from: SocketAddrV4, data: &[u8]) {
+    fn enqueue(&mut self, to: usize, from: SocketAddrV4, via: Via, data: &[u8]) {
         if self.cut.contains(&to) {
             return;
         }
@@ -136,6 +154,7 @@ impl Sim {
                 self.counter,
                 to,
                 from,
+                via,
                 data.to_vec(),
             )));
         }
@@ -154,13 +173,15 @@ impl Sim {
                         Destination::Multicast => {
                             for j in 0..self.nodes.len() {
                                 if j != i {
-                                    self.enqueue(j, from, &datagram);
+                                    self.enqueue(j, from, Via::Group, &datagram);
                                 }
                             }
                         }
                         Destination::Unicast(addr) => {
                             if let Some(j) = self.nodes.iter().position(|n| n.addr == addr) {
-                                self.enqueue(j, from, &datagram);
+                                self.enqueue(j, from, Via::Unicast, &datagram);
+                            } else {
+                                self.outside.push((addr, datagram));
                             }
                         }
                     }
@@ -196,23 +217,43 @@ impl Sim {
                 if *t > self.now {
                     break;
                 }
-                let Some(Reverse((_, _, to, from, data))) = self.queue.pop() else {
+                let Some(Reverse((_, _, to, from, via, data))) = self.queue.pop() else {
                     break;
                 };
                 if self.nodes[to].up {
+                    let clock = self.nodes[to].clock(self.now);
                     self.nodes[to]
                         .node
-                        .handle_datagram(self.now, SocketAddr::V4(from), &data);
+                        .handle_datagram(clock, via, SocketAddr::V4(from), &data);
                     self.drain(to);
                 }
             }
             for i in 0..self.nodes.len() {
                 if self.nodes[i].up && self.nodes[i].node.poll_timeout() <= self.now {
-                    self.nodes[i].node.handle_timeout(self.now);
+                    let clock = self.nodes[i].clock(self.now);
+                    self.nodes[i].node.handle_timeout(clock);
                     self.drain(i);
                 }
             }
         }
+    }
+
+    /// Hands node `i` a datagram now, as if from `src` on socket `via`.
+    pub(crate) fn inject(&mut self, i: usize, via: Via, src: SocketAddrV4, data: &[u8]) {
+        let clock = self.nodes[i].clock(self.now);
+        self.nodes[i]
+            .node
+            .handle_datagram(clock, via, SocketAddr::V4(src), data);
+        self.drain(i);
+    }
+
+    /// Bytes of the unicast datagrams sent to `addr` so far.
+    pub(crate) fn bytes_to(&self, addr: SocketAddrV4) -> usize {
+        self.outside
+            .iter()
+            .filter(|(a, _)| *a == addr)
+            .map(|(_, d)| d.len())
+            .sum()
     }
 
     pub(crate) fn active_peers(&self, i: usize) -> usize {
@@ -247,6 +288,111 @@ impl Sim {
             .iter()
             .filter(|m| matches!(m, ToSlips::PeerUpdate { .. }))
             .count()
+    }
+}
+
+/// A key outside the simulated LAN's nodes, driven by the test: an
+/// attacker, or a victim whose address is spoofed.
+pub(crate) struct Rogue {
+    pub(crate) key: SigningKey,
+    pub(crate) addr: SocketAddrV4,
+    pub(crate) inst: u64,
+    seq: u64,
+}
+
+impl Rogue {
+    pub(crate) fn new(seed: u32, addr: SocketAddrV4) -> Self {
+        let mut s = [0u8; 32];
+        s[..4].copy_from_slice(&seed.to_le_bytes());
+        s[31] = 0x77;
+        Self {
+            key: SigningKey::from_bytes(&s),
+            addr,
+            inst: u64::from(seed) + 1,
+            seq: 0,
+        }
+    }
+
+    pub(crate) fn peer_id(&self) -> String {
+        peer_id_of(&self.key.verifying_key())
+    }
+
+    /// A datagram of ours, stamped at `now`.
+    pub(crate) fn seal<B: serde::Serialize>(
+        &mut self,
+        now: Millis,
+        kind: Kind,
+        body: &B,
+    ) -> Vec<u8> {
+        self.seq += 1;
+        let stamp = Stamp {
+            instance: self.inst,
+            seq: self.seq,
+            ts_ms: now,
+        };
+        wire::seal(&self.key, "slips", stamp, kind, body).unwrap()
+    }
+
+    /// An announce of `addr`, padded as a pigeon pads it.
+    pub(crate) fn announce(&mut self, now: Millis) -> Vec<u8> {
+        let body = AnnounceBody {
+            ip: *self.addr.ip(),
+            port: self.addr.port(),
+            interval_ms: 30_000,
+            last_bcast: 0,
+            pad: "x".repeat(wire::MIN_ANNOUNCE_LEN - 300),
+        };
+        self.seal(now, Kind::Announce, &body)
+    }
+
+    /// The latest challenge node traffic sent to our address, if any.
+    pub(crate) fn last_challenge(&self, sim: &Sim) -> Option<String> {
+        sim.outside
+            .iter()
+            .rev()
+            .filter(|(a, _)| *a == self.addr)
+            .find_map(|(_, d)| {
+                let v = Unverified::parse(d, "slips").ok()?.verify("slips").ok()?;
+                (v.kind == Kind::Challenge)
+                    .then(|| v.body::<ChallengeBody>().ok().map(|b| b.nonce))?
+            })
+    }
+
+    /// Announces to node `i` and answers its challenge: afterwards `i`
+    /// knows us at our (proven) address. Returns whether it worked.
+    pub(crate) fn join(&mut self, sim: &mut Sim, i: usize) -> bool {
+        let a = self.announce(sim.now);
+        sim.inject(i, Via::Group, self.addr, &a);
+        let Some(nonce) = self.last_challenge(sim) else {
+            return false;
+        };
+        let r = self.seal(
+            sim.now,
+            Kind::Response,
+            &ResponseBody {
+                nonce,
+                next_bcast: 1,
+            },
+        );
+        sim.inject(i, Via::Unicast, self.addr, &r);
+        sim.nodes[i]
+            .node
+            .peers()
+            .is_proven_at(&self.key.verifying_key(), self.addr)
+    }
+
+    /// A broadcast `data` datagram with `id` and `payload`.
+    pub(crate) fn broadcast(&mut self, now: Millis, id: u64, payload: String) -> Vec<u8> {
+        self.seal(
+            now,
+            Kind::Data,
+            &DataBody {
+                id,
+                to: None,
+                to_inst: None,
+                payload,
+            },
+        )
     }
 }
 
@@ -294,7 +440,7 @@ fn broadcast_reaches_every_other_peer_once() {
     let p = payload("request", "1.2.3.4");
     sim.nodes[0]
         .node
-        .handle_slips(sim.now, p.clone(), Recipient::All);
+        .handle_slips(Now::same(sim.now), p.clone(), Recipient::All);
     sim.run_for(100);
     let sender = sim.peer_id(0);
     assert!(sim.go_data(0).is_empty(), "no echo to the sender");
@@ -315,7 +461,7 @@ fn directed_message_reaches_only_its_target() {
     let target = sim.peer_id(3);
     sim.nodes[1]
         .node
-        .handle_slips(sim.now, p.clone(), Recipient::Peer(target));
+        .handle_slips(Now::same(sim.now), p.clone(), Recipient::Peer(target));
     sim.run_for(100);
     for i in 0..5 {
         let got = sim.go_data(i);
@@ -332,7 +478,7 @@ fn unknown_recipient_is_dropped_and_counted() {
     let mut sim = Sim::new(2, &config());
     sim.run_for(3_000);
     sim.nodes[0].node.handle_slips(
-        sim.now,
+        Now::same(sim.now),
         payload("report", "1.2.3.4"),
         Recipient::Peer("12D3KooWnobody".into()),
     );
@@ -353,7 +499,7 @@ fn silent_peer_becomes_inactive_and_goodbye_is_immediate() {
     sim.nodes[2].up = false; // crashed: no goodbye
     sim.run_for(cfg.discovery.announce_interval_ms * 4);
     assert_eq!(sim.active_peers(0), 1);
-    sim.nodes[1].node.shutdown(sim.now);
+    sim.nodes[1].node.shutdown(Now::same(sim.now));
     sim.run_for(50);
     sim.nodes[1].up = false;
     assert_eq!(sim.active_peers(0), 0);
@@ -364,7 +510,7 @@ fn restarted_peer_is_recognised_and_remembers_its_peers() {
     let cfg = config();
     let mut sim = Sim::new(3, &cfg);
     sim.run_for(3_000);
-    sim.nodes[0].node.shutdown(sim.now);
+    sim.nodes[0].node.shutdown(Now::same(sim.now));
     sim.drain(0);
     let saved = sim.nodes[0]
         .saved
@@ -395,7 +541,9 @@ fn invalid_payload_is_dropped_and_lowers_reliability() {
         "ü".to_string(),
         BASE64_STANDARD.encode("1"),
     ] {
-        sim.nodes[1].node.handle_slips(sim.now, bad, Recipient::All);
+        sim.nodes[1]
+            .node
+            .handle_slips(Now::same(sim.now), bad, Recipient::All);
     }
     sim.run_for(100);
     assert!(sim.go_data(0).is_empty());
@@ -403,7 +551,9 @@ fn invalid_payload_is_dropped_and_lowers_reliability() {
     let p = sim.nodes[0].node.peers().get(&key1).unwrap();
     let after = sim.nodes[0].node.reliability_of(p, sim.now);
     assert!(after < before - 0.2, "{before} -> {after}");
-    // And Slips was told about the drop in reliability.
+    // And Slips was told about the drop in reliability, once the gap
+    // between two updates of one peer has passed.
+    sim.run_for(super::PEER_UPDATE_GAP_MS);
     let last = sim.nodes[0].inbox.iter().rev().find_map(|m| match m {
         ToSlips::PeerUpdate { reliability, .. } => *reliability,
         _ => None,
@@ -416,9 +566,11 @@ fn blames_follow_the_policy() {
     let mut cfg = config();
     let mut sim = Sim::new(2, &cfg);
     sim.run_for(3_000);
-    sim.nodes[1]
-        .node
-        .handle_slips(sim.now, payload("blame", "6.6.6.6"), Recipient::All);
+    sim.nodes[1].node.handle_slips(
+        Now::same(sim.now),
+        payload("blame", "6.6.6.6"),
+        Recipient::All,
+    );
     sim.run_for(100);
     assert!(sim.go_data(0).is_empty(), "dropped by default");
     assert_eq!(
@@ -433,9 +585,11 @@ fn blames_follow_the_policy() {
     sim.restart(0, &cfg, Vec::new(), 7);
     sim.run_for(3_000);
     for i in 1..3 {
-        sim.nodes[i]
-            .node
-            .handle_slips(sim.now, payload("blame", "6.6.6.6"), Recipient::All);
+        sim.nodes[i].node.handle_slips(
+            Now::same(sim.now),
+            payload("blame", "6.6.6.6"),
+            Recipient::All,
+        );
     }
     sim.run_for(100);
     let got: Vec<_> = sim.go_data(0).into_iter().map(|(r, _)| r).collect();
@@ -451,6 +605,7 @@ fn replayed_stale_and_future_datagrams_are_dropped() {
     let body = DataBody {
         id: 77,
         to: None,
+        to_inst: None,
         payload: payload("request", "1.2.3.4"),
     };
     let src = SocketAddr::V4(addr_of(1));
@@ -470,12 +625,12 @@ fn replayed_stale_and_future_datagrams_are_dropped() {
     };
     let n = &mut sim.nodes[0].node;
     let fresh = mk(1, now);
-    n.handle_datagram(now, src, &fresh);
-    n.handle_datagram(now, src, &fresh);
-    n.handle_datagram(now, src, &mk(2, now - 31_000));
-    n.handle_datagram(now, src, &mk(3, now + 31_000));
+    n.handle_datagram(Now::same(now), Via::Group, src, &fresh);
+    n.handle_datagram(Now::same(now), Via::Group, src, &fresh);
+    n.handle_datagram(Now::same(now), Via::Group, src, &mk(2, now - 31_000));
+    n.handle_datagram(Now::same(now), Via::Group, src, &mk(3, now + 31_000));
     // Same message id, new sequence number (a retransmission): delivered once.
-    n.handle_datagram(now, src, &mk(4, now));
+    n.handle_datagram(Now::same(now), Via::Group, src, &mk(4, now));
     let s = n.stats();
     assert_eq!(s.dropped(DropReason::Replay), 1);
     assert_eq!(s.dropped(DropReason::Stale), 1);
@@ -496,6 +651,7 @@ fn forged_and_foreign_datagrams_change_nothing() {
         port: 1,
         interval_ms: 30_000,
         last_bcast: 0,
+        pad: String::new(),
     };
     let stamp = Stamp {
         instance: 1,
@@ -511,9 +667,24 @@ fn forged_and_foreign_datagrams_change_nothing() {
     let other_net = wire::seal(&attacker, "other", stamp, Kind::Announce, &announce).unwrap();
     let n = &mut sim.nodes[0].node;
     let peers_before = n.peers().len();
-    n.handle_datagram(now, "10.0.0.99:1".parse().unwrap(), &forged);
-    n.handle_datagram(now, "10.0.0.99:1".parse().unwrap(), &other_net);
-    n.handle_datagram(now, "10.0.0.99:1".parse().unwrap(), b"garbage");
+    n.handle_datagram(
+        Now::same(now),
+        Via::Group,
+        "10.0.0.99:1".parse().unwrap(),
+        &forged,
+    );
+    n.handle_datagram(
+        Now::same(now),
+        Via::Group,
+        "10.0.0.99:1".parse().unwrap(),
+        &other_net,
+    );
+    n.handle_datagram(
+        Now::same(now),
+        Via::Group,
+        "10.0.0.99:1".parse().unwrap(),
+        b"garbage",
+    );
     assert_eq!(n.peers().len(), peers_before);
     assert!(n.stats().datagrams_accepted > 0);
     assert_eq!(n.stats().dropped(DropReason::BadSignature), 1);
@@ -556,7 +727,7 @@ fn same_seed_same_run() {
                     rng_seed: seed_offset + i as u64,
                 },
                 Vec::new(),
-                T0,
+                Now::same(T0),
             );
         }
         sim.run_for(120_000);
@@ -574,36 +745,29 @@ fn peer_table_is_bounded_and_keeps_known_peers() {
     cfg.security.max_peers = 10;
     let mut sim = Sim::new(3, &cfg);
     sim.run_for(3_000);
-    let now = sim.now;
-    let n = &mut sim.nodes[0].node;
+    // 500 fresh keys announce from 250 addresses and never answer the
+    // challenge: none enters the table.
     for k in 0..500u32 {
-        let mut seed = [0u8; 32];
-        seed[..4].copy_from_slice(&k.to_le_bytes());
-        seed[31] = 0xAA;
-        let key = SigningKey::from_bytes(&seed);
-        let d = wire::seal(
-            &key,
-            "slips",
-            Stamp {
-                instance: 1,
-                seq: 1,
-                ts_ms: now,
-            },
-            Kind::Announce,
-            &AnnounceBody {
-                ip: Ipv4Addr::new(10, 0, 1, (k % 250) as u8),
-                port: 1,
-                interval_ms: 30_000,
-                last_bcast: 0,
-            },
-        )
-        .unwrap();
-        let src = SocketAddr::V4(SocketAddrV4::new(
-            Ipv4Addr::new(10, 0, 1, (k % 250) as u8),
-            1,
-        ));
-        n.handle_datagram(now, src, &d);
+        let addr = SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, (k % 250) as u8 + 1), 1);
+        let a = Rogue::new(k, addr).announce(sim.now);
+        sim.inject(0, Via::Group, addr, &a);
     }
+    assert_eq!(sim.nodes[0].node.peers().len(), 2);
+    // Keys that do prove their address fill the table up to its bound,
+    // and at most `max_keys_per_ip` of one host's.
+    let one_host = SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 1), 1);
+    let joined = (0..10u32)
+        .filter(|k| {
+            let addr = SocketAddrV4::new(*one_host.ip(), 1000 + *k as u16);
+            Rogue::new(1000 + k, addr).join(&mut sim, 0)
+        })
+        .count();
+    assert_eq!(joined, cfg.security.max_keys_per_ip);
+    for k in 0..20u32 {
+        let addr = SocketAddrV4::new(Ipv4Addr::new(10, 0, 3, k as u8 + 1), 1);
+        Rogue::new(2000 + k, addr).join(&mut sim, 0);
+    }
+    let n = &sim.nodes[0].node;
     assert!(n.peers().len() <= 10);
     for i in 1..3 {
         assert!(
@@ -623,7 +787,7 @@ fn broadcast_delivery(sim: &mut Sim, count: usize, gap: Millis) -> (usize, usize
     for p in &sent {
         sim.nodes[0]
             .node
-            .handle_slips(sim.now, p.clone(), Recipient::All);
+            .handle_slips(Now::same(sim.now), p.clone(), Recipient::All);
         sim.run_for(gap);
     }
     sim.run_for(20_000);
@@ -700,9 +864,11 @@ fn answers_arrive_once_within_slips_wait_despite_loss() {
         let p = payload("report", &format!("10.2.0.{}", i + 1));
         let before = sim.go_data(0).len();
         let responder = 1 + i % 3;
-        sim.nodes[responder]
-            .node
-            .handle_slips(sim.now, p.clone(), Recipient::Peer(asker.clone()));
+        sim.nodes[responder].node.handle_slips(
+            Now::same(sim.now),
+            p.clone(),
+            Recipient::Peer(asker.clone()),
+        );
         sim.run_for(2_000); // Slips waits 2 s for answers.
         let got: Vec<_> = sim.go_data(0)[before..].to_vec();
         assert!(got.len() <= 1, "answer {i} delivered {} times", got.len());
@@ -733,7 +899,7 @@ fn partitioned_peer_heals_within_one_announce_interval() {
     let p = payload("report", "10.3.0.1");
     sim.nodes[0]
         .node
-        .handle_slips(sim.now, p.clone(), Recipient::All);
+        .handle_slips(Now::same(sim.now), p.clone(), Recipient::All);
     sim.run_for(60_000);
     assert!(sim.go_data(2).is_empty());
     sim.cut.clear();
