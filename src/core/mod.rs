@@ -126,6 +126,14 @@ impl Now {
     pub fn same(ms: Millis) -> Self {
         Self { mono: ms, wall: ms }
     }
+
+    /// The same instant seen by a wall clock off by `skew_ms`.
+    pub fn with_wall_skew(self, skew_ms: i64) -> Self {
+        Self {
+            mono: self.mono,
+            wall: self.wall.saturating_add_signed(skew_ms),
+        }
+    }
 }
 
 /// Which socket a datagram arrived on.
@@ -543,11 +551,7 @@ impl Node {
             // Answered for any key, known or not: the response is smaller
             // than the challenge and goes back where it came from.
             Kind::Challenge => return self.on_challenge(t, src, data.len(), &verified),
-            Kind::Response => {
-                if !self.on_response(t, src, &verified) {
-                    return;
-                }
-            }
+            Kind::Response if !self.on_response(t, src, &verified) => return,
             Kind::Announce if self.peers.get(&key).is_none() => {
                 return self.on_stranger_announce(t, src, data.len(), &verified);
             }
@@ -956,7 +960,7 @@ impl Node {
             Kind::Response,
             &resp,
         );
-        if !out.is_some_and(|n| n <= len) {
+        if out.is_none_or(|n| n > len) {
             self.stats.amplification_refused += 1;
             return self.drop(
                 t,
@@ -1453,6 +1457,8 @@ impl Node {
         if let Some(p) = self.peers.get_mut(key) {
             tracing::warn!(peer = %p.peer_id, secs = secs_left, "peer banned after repeated misbehaviour");
             p.state = PeerState::Inactive;
+            // Slips must stop trusting it now, not after the gap.
+            p.last_update_ms = None;
         }
         self.mark_dirty();
         self.peer_update(t, key, true);
@@ -1566,6 +1572,9 @@ impl Node {
                 .map(|p| p.key);
             if let Some(key) = key {
                 // Its real reliability again (misbehaviour included).
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.last_update_ms = None;
+                }
                 self.peer_update(t, &key, true);
             }
         }
@@ -1614,7 +1623,8 @@ impl Node {
     }
 
     /// Notes that Slips should hear about a peer if it is new to Slips,
-    /// moved, or its reliability changed by at least `report_delta`. Only
+    /// moved (`force`), or its reliability changed by at least
+    /// `report_delta`. Only
     /// peers whose address is proven are told to Slips; each at most once
     /// per [`PEER_UPDATE_GAP_MS`] (the latest value wins) and all within
     /// [`PEER_UPDATE_QUOTA`].
@@ -1633,10 +1643,6 @@ impl Node {
         };
         if force || due {
             peer.update_pending = true;
-            if force {
-                // A move or a ban must not wait for the gap.
-                peer.last_update_ms = None;
-            }
             self.flush_peer_update(t, key);
         }
     }
@@ -1762,5 +1768,7 @@ fn wire_reason(e: WireError) -> DropReason {
 
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod lan_attack_tests;
 #[cfg(test)]
 mod tests;

@@ -57,6 +57,10 @@ pub(crate) struct Sim {
     /// Unicast datagrams to addresses of no node (an attacker's or a
     /// victim's), in order.
     pub(crate) outside: Vec<(SocketAddrV4, Vec<u8>)>,
+    /// Node whose incoming datagrams are recorded in `tapped` (a capture
+    /// an attacker could make on the LAN).
+    pub(crate) tap: Option<usize>,
+    pub(crate) tapped: Vec<(SocketAddrV4, Via, Vec<u8>)>,
 }
 
 pub(crate) fn config() -> Config {
@@ -103,6 +107,8 @@ impl Sim {
             counter: 0,
             sent: 0,
             outside: Vec::new(),
+            tap: None,
+            tapped: Vec::new(),
         }
     }
 
@@ -160,7 +166,7 @@ impl Sim {
         }
     }
 
-    fn drain(&mut self, i: usize) {
+    pub(crate) fn drain(&mut self, i: usize) {
         while let Some(a) = self.nodes[i].node.poll_action() {
             match a {
                 Action::Send { to, datagram } => {
@@ -220,6 +226,9 @@ impl Sim {
                 let Some(Reverse((_, _, to, from, via, data))) = self.queue.pop() else {
                     break;
                 };
+                if self.tap == Some(to) {
+                    self.tapped.push((from, via, data.clone()));
+                }
                 if self.nodes[to].up {
                     let clock = self.nodes[to].clock(self.now);
                     self.nodes[to]

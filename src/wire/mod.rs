@@ -601,6 +601,26 @@ mod tests {
     }
 
     #[test]
+    fn invalid_utf8_anywhere_in_m_is_rejected() {
+        let k = key(5);
+        let d = seal(&k, "slips", stamp(), Kind::Goodbye, &GoodbyeBody {}).unwrap();
+        // An unknown field holding invalid UTF-8, signature made over it.
+        let m_end = d.len() - SUFFIX_LEN;
+        let mut m = d[PREFIX.len()..m_end - 1].to_vec();
+        m.extend_from_slice(b",\"x\":\"\xff\xfe\"}");
+        let sig = k.sign(&signed_bytes("slips", &m));
+        let mut out = PREFIX.to_vec();
+        out.extend_from_slice(&m);
+        out.extend_from_slice(SIG_OPEN);
+        out.extend_from_slice(BASE64_STANDARD.encode(sig.to_bytes()).as_bytes());
+        out.extend_from_slice(SIG_CLOSE);
+        assert_eq!(
+            Unverified::parse(&out, "slips").unwrap_err(),
+            WireError::BadHeader
+        );
+    }
+
+    #[test]
     fn weak_key_is_rejected() {
         // The identity point (small order) encoded as a public key.
         let mut weak = [0u8; 32];
