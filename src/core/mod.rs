@@ -1661,6 +1661,7 @@ impl Node {
     /// budget allow.
     fn flush_peer_update(&mut self, t: Millis, key: &ed25519_dalek::VerifyingKey) {
         let r = self.reported_value(t, key);
+        let prior = self.settings.reliability.prior;
         let timestamp = secs(self.wall(t));
         let Some(peer) = self.peers.get_mut(key) else {
             return;
@@ -1676,6 +1677,14 @@ impl Node {
             self.stats.peer_updates_deferred += 1;
             return;
         }
+        // Slips 1.1.21 weighs a peer's reports by the first reliability it
+        // ever stored for it, forever (its trust database reads the oldest
+        // row): a key Slips never heard of starts no higher than the prior,
+        // however well its first minutes went.
+        let r = match peer.reported_reliability {
+            None => r.min(prior),
+            Some(_) => r,
+        };
         peer.update_pending = false;
         peer.last_update_ms = Some(t);
         peer.reported_reliability = Some(r);

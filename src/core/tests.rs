@@ -919,3 +919,28 @@ fn partitioned_peer_heals_within_one_announce_interval() {
     assert_eq!(sim.active_peers(0), 2);
     assert_eq!(sim.go_data(2), vec![(sim.peer_id(0), p)]);
 }
+
+/// Slips 1.1.21 keeps the first reliability it stores for a peer forever:
+/// a peer Slips never heard of is introduced at no more than the prior.
+#[test]
+fn first_reliability_told_to_slips_is_at_most_the_prior() {
+    let cfg = config();
+    let mut sim = Sim::new(3, &cfg);
+    sim.run_for(3_000);
+    for i in 0..3 {
+        let firsts: Vec<f64> = sim.nodes[i]
+            .inbox
+            .iter()
+            .filter_map(|m| match m {
+                ToSlips::PeerUpdate { reliability, .. } => *reliability,
+                _ => None,
+            })
+            .take(2)
+            .collect();
+        assert_eq!(firsts.len(), 2, "node {i}");
+        assert!(
+            firsts.iter().all(|r| *r <= cfg.reliability.prior),
+            "node {i}: {firsts:?}"
+        );
+    }
+}
