@@ -1111,7 +1111,13 @@ impl Node {
     }
 
     fn on_goodbye(&mut self, v: &Verified<'_>) {
-        if let Some(peer) = self.peers.get_mut(&v.key) {
+        // Only the instance we have a session with can say it leaves: a
+        // goodbye of an earlier run, replayed, must not silence the peer.
+        if let Some(peer) = self
+            .peers
+            .get_mut(&v.key)
+            .filter(|p| p.session_instance == Some(v.stamp.instance))
+        {
             if peer.state == PeerState::Active {
                 tracing::info!(peer = %peer.peer_id, "peer said goodbye");
             }
@@ -1535,12 +1541,11 @@ impl Node {
             if peer.missed >= expected_missed {
                 continue;
             }
-            while peer.missed < expected_missed && peer.missed < limit {
+            while peer.missed < expected_missed {
                 peer.missed += 1;
                 peer.reliability
                     .observe(wall, reliability::ANNOUNCE_MISSED, &params);
             }
-            peer.missed = peer.missed.max(expected_missed.min(limit));
             // Missed announcements cost reliability, but a peer we still
             // hear from (acks, data, digests) is alive: under heavy loss its
             // announcements may be what got lost.

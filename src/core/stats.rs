@@ -116,7 +116,7 @@ impl DropReason {
     pub fn is_routine(self) -> bool {
         matches!(
             self,
-            Self::Own | Self::Duplicate | Self::NotForUs | Self::BeforeSession
+            Self::Own | Self::Duplicate | Self::NotForUs | Self::BeforeSession | Self::NoSession
         )
     }
 }
