@@ -1,15 +1,20 @@
 //! Untrusted datagrams: `wire::Unverified::parse` + `verify`, then a fresh
-//! `core::Node` fed with the same bytes (twice, for the replay path).
+//! `core::Node` fed with the same bytes (twice, for the replay path). The
+//! fixed sender key first joins that node as a pigeon does (protocol v2: a
+//! padded announce, the node's challenge, the signed response), so that
+//! its datagrams get past the peer table (a key that has not joined only
+//! reaches the announce and response paths).
 //!
 //! Random bytes almost never carry a valid signature, so the first input
-//! byte picks how the rest is used, and three of the four modes sign what
+//! byte picks how the rest is used (and, by its bit 2, whether the
+//! datagram arrives on the group or the unicast socket), and three of the four modes sign what
 //! the fuzzer wrote with a fixed key, so the code behind the signature
 //! check (body parsing, address checks, payload validation, Slips output)
 //! is fuzzed too:
 //!
 //! * 0: the raw datagram;
 //! * 1: the signed part `M` verbatim (header and body), signed and framed;
-//! * 2: a valid header of kind `byte[1] % 6` with the rest as raw body JSON;
+//! * 2: a valid header of kind `byte[1] % 8` with the rest as raw body JSON;
 //! * 3: a `data` message whose payload is the rest (lossy UTF-8).
 //!
 //! Invariants checked besides "no panic": a datagram is never acted upon
@@ -23,15 +28,28 @@ use base64::prelude::BASE64_STANDARD;
 use ed25519_dalek::{Signer, SigningKey};
 use libfuzzer_sys::fuzz_target;
 use pigeon::config::Config;
-use pigeon::core::{Action, Node, NodeParams};
+use pigeon::core::{Action, Destination, Node, NodeParams, Now, Via};
 use pigeon::slips::ToSlips;
 use pigeon::slips::payload;
-use pigeon::wire::{self, DataBody, Kind, SIGN_DOMAIN, Stamp, Unverified};
+use pigeon::wire::{
+    self, AnnounceBody, ChallengeBody, DataBody, Kind, ResponseBody, SIGN_DOMAIN, Stamp, Unverified,
+};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 const NET: &str = "slips";
 const NOW: u64 = 1_800_000_000_000;
-const KINDS: [&str; 6] = ["announce", "goodbye", "data", "ack", "digest", "nack"];
+const KINDS: [&str; 8] = [
+    "announce",
+    "goodbye",
+    "data",
+    "ack",
+    "digest",
+    "nack",
+    "challenge",
+    "response",
+];
+/// Sequence numbers 1 and 2 of the sender's instance 1 are spent joining.
+const FIRST_SEQ: u64 = 3;
 
 fn frame(key: &SigningKey, m: &[u8]) -> Vec<u8> {
     let mut signed = SIGN_DOMAIN.to_vec();
@@ -56,7 +74,7 @@ fn datagram(data: &[u8], key: &SigningKey) -> Option<Vec<u8>> {
             let (&kind, body) = rest.split_first()?;
             let pk = BASE64_STANDARD.encode(key.verifying_key().as_bytes());
             let mut m = format!(
-                "{{\"v\":1,\"net\":\"{NET}\",\"pk\":\"{pk}\",\"inst\":1,\"seq\":1,\"ts\":{NOW},\"kind\":\"{}\",\"body\":",
+                "{{\"v\":2,\"net\":\"{NET}\",\"pk\":\"{pk}\",\"inst\":1,\"seq\":{FIRST_SEQ},\"ts\":{NOW},\"kind\":\"{}\",\"body\":",
                 KINDS[usize::from(kind) % KINDS.len()]
             )
             .into_bytes();
@@ -68,16 +86,60 @@ fn datagram(data: &[u8], key: &SigningKey) -> Option<Vec<u8>> {
             let body = DataBody {
                 id: 1,
                 to: None,
+                to_inst: None,
                 payload: String::from_utf8_lossy(rest).into_owned(),
             };
             let stamp = Stamp {
                 instance: 1,
-                seq: 1,
+                seq: FIRST_SEQ,
                 ts_ms: NOW,
             };
             wire::seal(key, NET, stamp, Kind::Data, &body)
         }
     }
+}
+
+/// The sender joins `node` from `src`: afterwards its address is proven
+/// and a session with its instance 1 is open from broadcast id 1.
+fn join(node: &mut Node, key: &SigningKey, src: SocketAddrV4) {
+    let stamp = |seq| Stamp {
+        instance: 1,
+        seq,
+        ts_ms: NOW,
+    };
+    let mut body = AnnounceBody {
+        ip: *src.ip(),
+        port: src.port(),
+        interval_ms: 30_000,
+        last_bcast: 0,
+        pad: String::new(),
+    };
+    let bare = wire::sealed_len(key, NET, stamp(1), Kind::Announce, &body).expect("announce");
+    // `,"pad":""` costs 9 bytes, every pad character one more.
+    body.pad = "x".repeat(wire::MIN_ANNOUNCE_LEN.saturating_sub(bare + 9).max(1));
+    let announce = wire::seal(key, NET, stamp(1), Kind::Announce, &body).expect("seal");
+    node.handle_datagram(Now::same(NOW), Via::Group, SocketAddr::V4(src), &announce);
+    let mut nonce = None;
+    while let Some(a) = node.poll_action() {
+        if let Action::Send {
+            to: Destination::Unicast(to),
+            datagram,
+        } = a
+            && to == src
+            && let Ok(v) = Unverified::parse(&datagram, NET).and_then(|u| u.verify(NET))
+            && v.kind == Kind::Challenge
+        {
+            nonce = v.body::<ChallengeBody>().ok().map(|b| b.nonce);
+        }
+    }
+    let response = ResponseBody {
+        nonce: nonce.expect("a padded announce is challenged"),
+        next_bcast: 1,
+    };
+    let d = wire::seal(key, NET, stamp(2), Kind::Response, &response).expect("seal");
+    node.handle_datagram(Now::same(NOW), Via::Unicast, SocketAddr::V4(src), &d);
+    assert!(node.peers().is_proven_at(&key.verifying_key(), src));
+    while node.poll_action().is_some() {}
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -103,12 +165,19 @@ fuzz_target!(|data: &[u8]| {
             rng_seed: 1,
         },
         Vec::new(),
-        NOW,
+        Now::same(NOW),
     );
-    let src = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 7), 4001));
-    node.handle_datagram(NOW, src, &d);
+    let src4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 7), 4001);
+    join(&mut node, &sender, src4);
+    let via = if data.first().is_some_and(|m| m & 4 != 0) {
+        Via::Unicast
+    } else {
+        Via::Group
+    };
+    let src = SocketAddr::V4(src4);
+    node.handle_datagram(Now::same(NOW), via, src, &d);
     let accepted = node.stats().datagrams_accepted;
-    node.handle_datagram(NOW, src, &d);
+    node.handle_datagram(Now::same(NOW), via, src, &d);
     assert_eq!(
         node.stats().datagrams_accepted,
         accepted,

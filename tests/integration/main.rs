@@ -9,4 +9,6 @@ mod files;
 mod lab;
 mod loss;
 mod redis_bridge;
+mod rogue;
 mod slips_checks;
+mod spoofing;
