@@ -9,7 +9,7 @@ use crate::io::redis_bridge::{self, BridgeHandle, RedisSettings};
 use crate::io::udp::{self, RECV_BUFFER, Sockets, UdpSettings};
 use crate::peerstore::{self, Loaded, PeerFile};
 use crate::slips::{self, FromSlips, SlipsVersion, VersionSource};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{SignalKind, signal};
@@ -160,6 +160,7 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         now(),
     );
     let saver = PeerSaver::spawn(peer_path);
+    let mut send_errors = SendErrors::default();
 
     let mut group_buf = vec![0u8; RECV_BUFFER];
     let mut unicast_buf = vec![0u8; RECV_BUFFER];
@@ -197,13 +198,27 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
                 }
             }
         }
-        carry_out(&mut node, &sockets, &bridge, &version, &saver).await;
+        carry_out(
+            &mut node,
+            &sockets,
+            &bridge,
+            &version,
+            &saver,
+            &mut send_errors,
+        );
     };
 
     tracing::info!(?cause, "closing: saying goodbye and saving the peer list");
     let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
     node.shutdown(now());
-    carry_out(&mut node, &sockets, &bridge, &version, &saver).await;
+    carry_out(
+        &mut node,
+        &sockets,
+        &bridge,
+        &version,
+        &saver,
+        &mut send_errors,
+    );
     // Further signals (Slips and the terminal both send SIGINT) are absorbed
     // by the handlers still installed; finish the goodbye regardless.
     let saved = tokio::time::timeout_at(deadline, saver.finish()).await;
@@ -326,12 +341,13 @@ fn on_slips(node: &mut Node, version: &mut SlipsVersion, raw: &str) -> bool {
     }
 }
 
-async fn carry_out(
+fn carry_out(
     node: &mut Node,
     sockets: &Sockets,
     bridge: &BridgeHandle,
     version: &SlipsVersion,
     saver: &PeerSaver,
+    send_errors: &mut SendErrors,
 ) {
     while let Some(action) = node.poll_action() {
         match action {
@@ -340,12 +356,48 @@ async fn carry_out(
                     Destination::Multicast => sockets.group_addr,
                     Destination::Unicast(a) => a,
                 };
-                if let Err(e) = sockets.unicast.send_to(&datagram, dest).await {
-                    tracing::warn!(%dest, "send failed: {e}");
+                // Never wait for the socket: a flood that makes us answer
+                // many unreachable addresses (challenges to forged sources
+                // fill the neighbour queues and the send buffer) must not
+                // stall the loop. A datagram the kernel cannot take now is
+                // lost like any other; the delivery layer repairs what
+                // matters.
+                if let Err(e) = sockets.unicast.try_send_to(&datagram, SocketAddr::V4(dest)) {
+                    send_errors.record(&dest, &e);
                 }
             }
             Action::ToSlips(m) => bridge.publish(m.to_json(version.value())),
             Action::SavePeers(f) => saver.save(f),
+        }
+    }
+}
+
+/// Datagrams the kernel did not take, logged at most once per
+/// [`SEND_ERROR_LOG_INTERVAL`] so that a flood cannot flood the log.
+#[derive(Debug, Default)]
+struct SendErrors {
+    /// Failed sends since the start.
+    total: u64,
+    /// Failed sends not yet logged.
+    unlogged: u64,
+    /// When the last one was logged.
+    logged_at: Option<Instant>,
+}
+
+/// Shortest gap between two logged send failures.
+const SEND_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl SendErrors {
+    fn record(&mut self, dest: &SocketAddrV4, e: &std::io::Error) {
+        self.total += 1;
+        self.unlogged += 1;
+        if self
+            .logged_at
+            .is_none_or(|t| t.elapsed() >= SEND_ERROR_LOG_INTERVAL)
+        {
+            tracing::warn!(%dest, failed = self.unlogged, total = self.total, "send failed: {e}");
+            self.unlogged = 0;
+            self.logged_at = Some(Instant::now());
         }
     }
 }
