@@ -1258,16 +1258,16 @@ impl Node {
 
     /// Takes a token of the budgets of `go_data` toward Slips.
     fn take_go_data(&mut self, t: Millis, key: &ed25519_dalek::VerifyingKey, proven: bool) -> bool {
-        if !self.total_go_data.take(GO_DATA_TOTAL_QUOTA, t) {
-            return false;
-        }
-        if proven {
+        // The sender's own budget first: a peer over it must not spend the
+        // total that every other peer shares.
+        let own = if proven {
             self.peers
                 .get_mut(key)
                 .is_some_and(|p| p.go_data.take(GO_DATA_PEER_QUOTA, t))
         } else {
             self.unproven_go_data.take(GO_DATA_UNPROVEN_QUOTA, t)
-        }
+        };
+        own && self.total_go_data.take(GO_DATA_TOTAL_QUOTA, t)
     }
 
     /// A known peer sent something from an address or instance we have no
