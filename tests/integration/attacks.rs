@@ -432,7 +432,20 @@ fn request_latencies(h1: &mut Victim, h2: &Victim, n: usize, base: u32) -> (Vec<
         }
         match arrived {
             Some(t) => got.push(t.saturating_duration_since(sent)),
-            None => lost += 1,
+            None => {
+                lost += 1;
+                // What the receiving pigeon logged about it, if anything.
+                let log = h2.tree.read_log();
+                let about: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains(&*ip.to_string()))
+                    .collect();
+                let drops: Vec<&str> = log.lines().filter(|l| l.contains("dropped")).collect();
+                println!(
+                    "lost: request about {ip}; h2's log lines about it: {about:?}; h2's last drop lines: {:?}",
+                    &drops[drops.len().saturating_sub(8)..]
+                );
+            }
         }
         let next = sent + LATENCY_SPACING;
         thread::sleep(next.saturating_duration_since(Instant::now()));

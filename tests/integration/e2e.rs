@@ -631,7 +631,7 @@ fn sigint_twice_exits_zero_quickly_and_says_goodbye() {
     w.wait_log(
         2,
         log2_len,
-        &["unknown or inactive peer", &id1],
+        &["unproven or inactive peer", &id1],
         Duration::from_secs(3),
     );
     w.assert_all_valid();

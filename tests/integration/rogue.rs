@@ -27,6 +27,10 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Time for a pigeon to handle our response before we send anything
+/// else (a LAN hop and one event-loop turn, with room for a busy machine).
+const JOIN_SETTLE: Duration = Duration::from_millis(100);
+
 /// The pigeons' multicast group and port (pigeon.toml defaults).
 pub const GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 112, 103), 47474);
 /// The network name (`-rendezvous` default).
@@ -226,6 +230,10 @@ impl RoguePigeon {
             self.send_to(src, &r);
             answered.insert(src, true);
         }
+        // A pigeon reads its unicast socket (our response) and its group
+        // socket (what we send next) in no fixed order: let it take the
+        // response first.
+        std::thread::sleep(JOIN_SETTLE);
     }
 
     /// Reads and discards whatever arrived on our socket.
