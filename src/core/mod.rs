@@ -18,6 +18,7 @@ pub mod limits;
 pub mod peers;
 pub mod reliability;
 pub mod stats;
+pub mod status;
 
 use crate::config::DeliveryConfig;
 use crate::config::{BlamePolicy, Config};
@@ -33,7 +34,7 @@ use bans::{BanParams, Bans};
 use delivery::{MAX_DIRECTED_BACKOFF_MS, Outbox, Pending};
 use ed25519_dalek::SigningKey;
 use limits::{KeyedLimiter, Quota, TokenBucket};
-use peers::{Peer, PeerState, PeerTable};
+use peers::{Peer, PeerState, PeerTable, PeerTraffic};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use reliability::{Observation, Reliability, ReliabilityParams};
@@ -175,6 +176,12 @@ pub struct Node {
     dirty: bool,
     last_save_ms: Millis,
     shut_down: bool,
+    /// Operator view (issue 13): the peer whose verified, fresh datagram
+    /// is being handled (cleared at the start of every input); drops while
+    /// it is set count against that peer.
+    handling_from: Option<ed25519_dalek::VerifyingKey>,
+    /// Operator view: when the node was created.
+    started_ms: Millis,
 }
 
 impl std::fmt::Debug for Node {
@@ -230,6 +237,8 @@ impl Node {
             dirty: false,
             last_save_ms: now,
             shut_down: false,
+            handling_from: None,
+            started_ms: now,
             settings,
             params,
         };
@@ -273,6 +282,7 @@ impl Node {
                 reported_reliability: s.reported_reliability.filter(|r| r.is_finite()),
                 instances: Vec::new(),
                 bucket: TokenBucket::full(self.settings.peer_quota, now),
+                traffic: PeerTraffic::default(),
             };
             self.peers.insert(peer, self.settings.max_peers);
         }
@@ -319,6 +329,7 @@ impl Node {
 
     /// A datagram arrived from `src`.
     pub fn handle_datagram(&mut self, now: Millis, src: SocketAddr, data: &[u8]) {
+        self.handling_from = None; // operator view
         if self.shut_down {
             return;
         }
@@ -383,6 +394,8 @@ impl Node {
         if peer.commit(stamp.instance, stamp.seq, now).is_none() {
             return self.drop(now, DropReason::Replay, &format_args!("replay from {src}"));
         }
+        peer.traffic.datagrams_in += 1; // operator view
+        self.handling_from = Some(key); // operator view
         peer.last_seen_ms = now;
         if !peer.bucket.take(quota, now) {
             self.drop(
@@ -396,6 +409,7 @@ impl Node {
             self.mark_dirty();
         }
         self.stats.datagrams_accepted += 1;
+        self.stats.accepted_by_kind.add(verified.kind); // operator view
         match verified.kind {
             Kind::Announce => self.on_announce(now, src, &verified),
             Kind::Goodbye => self.on_goodbye(&verified),
@@ -408,6 +422,7 @@ impl Node {
 
     /// Slips asked us to send `message` to `recipient`.
     pub fn handle_slips(&mut self, now: Millis, message: String, recipient: Recipient) {
+        self.handling_from = None; // operator view
         if self.shut_down {
             return;
         }
@@ -479,12 +494,14 @@ impl Node {
             next_ms: now + d.directed_retry_ms,
             backoff_ms: d.directed_retry_ms,
             deadline_ms: now + d.directed_deadline_ms,
+            first_sent_ms: now, // operator view
         };
         self.outbox.pending.insert(id, pending);
     }
 
     /// Timers: announcements, answers, housekeeping, saving.
     pub fn handle_timeout(&mut self, now: Millis) {
+        self.handling_from = None; // operator view
         if self.shut_down {
             return;
         }
@@ -580,6 +597,7 @@ impl Node {
     /// Says goodbye and saves the peer list. The node ignores every input
     /// afterwards.
     pub fn shutdown(&mut self, now: Millis) {
+        self.handling_from = None; // operator view
         if self.shut_down {
             return;
         }
@@ -609,6 +627,7 @@ impl Node {
             reported_reliability: None,
             instances: Vec::new(),
             bucket: TokenBucket::full(self.settings.peer_quota, now),
+            traffic: PeerTraffic::default(),
         };
         let ok = self.peers.insert(peer, self.settings.max_peers);
         if ok {
@@ -775,8 +794,11 @@ impl Node {
             .pending
             .get(&body.id)
             .is_some_and(|p| p.to_key == *v.key.as_bytes())
+            && let Some(p) = self.outbox.pending.remove(&body.id)
         {
-            self.outbox.pending.remove(&body.id);
+            // operator view: Slips-to-Slips delivery time, as far as we see it
+            let delay = now.saturating_sub(p.first_sent_ms);
+            self.stats.ack_delay.observe(delay);
         }
     }
 
@@ -1018,6 +1040,7 @@ impl Node {
         match wire::seal(&self.key, &self.settings.network, stamp, kind, body) {
             Some(datagram) => {
                 self.stats.datagrams_out += 1;
+                self.count_sent(to, kind); // operator view
                 self.actions.push_back(Action::Send { to, datagram });
                 true
             }
@@ -1083,6 +1106,7 @@ impl Node {
 
     fn drop(&mut self, now: Millis, reason: DropReason, detail: &dyn std::fmt::Display) {
         *self.stats.dropped.entry(reason).or_insert(0) += 1;
+        self.count_peer_drop(); // operator view
         self.drop_log.record(now, reason, detail);
     }
 }

@@ -84,6 +84,23 @@ pub struct Peer {
     pub instances: Vec<InstanceState>,
     /// Per-peer rate limit.
     pub bucket: TokenBucket,
+    /// Operator view (issue 13): datagrams exchanged and dropped this run.
+    pub traffic: PeerTraffic,
+}
+
+/// Operator view (issue 13): what one peer sent us and we sent it, this
+/// run. Only datagrams whose signature verified and that were not replays
+/// count, so nobody can inflate another peer's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerTraffic {
+    /// Its verified, fresh datagrams.
+    pub datagrams_in: u64,
+    /// Unicast datagrams we sent to its address (multicast goes to
+    /// everyone and counts only in the totals).
+    pub datagrams_out: u64,
+    /// Its verified, fresh datagrams that were dropped afterwards (rate,
+    /// malformed body or payload, duplicate, blame policy…).
+    pub drops: u64,
 }
 
 impl Peer {
