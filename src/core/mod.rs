@@ -1106,7 +1106,7 @@ impl Node {
 
     fn drop(&mut self, now: Millis, reason: DropReason, detail: &dyn std::fmt::Display) {
         *self.stats.dropped.entry(reason).or_insert(0) += 1;
-        self.count_peer_drop(); // operator view
+        self.count_peer_drop(reason); // operator view
         self.drop_log.record(now, reason, detail);
     }
 }

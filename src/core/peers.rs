@@ -98,8 +98,9 @@ pub struct PeerTraffic {
     /// Unicast datagrams we sent to its address (multicast goes to
     /// everyone and counts only in the totals).
     pub datagrams_out: u64,
-    /// Its verified, fresh datagrams that were dropped afterwards (rate,
-    /// malformed body or payload, duplicate, blame policy…).
+    /// Its verified, fresh datagrams dropped afterwards for a reason that
+    /// is not routine (rate, malformed body or payload, blame policy…;
+    /// not duplicates or messages for other peers).
     pub drops: u64,
 }
 

@@ -112,7 +112,8 @@ pub struct PeerStatus {
     pub datagrams_in: u64,
     /// Unicast datagrams sent to it this run.
     pub datagrams_out: u64,
-    /// Its verified, fresh datagrams dropped this run.
+    /// Its verified, fresh datagrams dropped this run for a reason that is
+    /// not routine (rate, malformed body or payload, blame policy…).
     pub drops: u64,
     /// Reliability as Slips is told it (0 while banned).
     pub reliability: f64,
@@ -214,8 +215,12 @@ impl Node {
         }
     }
 
-    /// Counts a drop against the peer whose datagram is being handled.
-    pub(super) fn count_peer_drop(&mut self) {
+    /// Counts a drop against the peer whose datagram is being handled,
+    /// unless it is routine (a duplicate copy, a message for another peer).
+    pub(super) fn count_peer_drop(&mut self, reason: DropReason) {
+        if reason.is_routine() {
+            return;
+        }
         if let Some(key) = self.handling_from
             && let Some(p) = self.peers.get_mut(&key)
         {
@@ -322,6 +327,25 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_blame_counts_against_its_sender() {
+        let (mut a, mut b) = (node(1, 4001), node(2, 4002));
+        let mut now = 1_000_000;
+        for _ in 0..3 {
+            now += 1_000;
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+            deliver(&mut a, &mut b, now);
+            deliver(&mut b, &mut a, now);
+        }
+        let blame = crate::core::tests::payload("blame", "198.51.100.8");
+        b.handle_slips(now, blame, crate::slips::Recipient::All);
+        deliver(&mut b, &mut a, now);
+        let s = a.status(now);
+        assert_eq!(s.counters.dropped["blame_policy"], 1);
+        assert_eq!(s.peers[0].drops, 1, "{:?}", s.peers[0]);
+    }
+
+    #[test]
     fn drops_of_a_verified_peer_count_against_it() {
         let (mut a, mut b) = (node(1, 4001), node(2, 4002));
         let now = 1_001_000;
@@ -344,6 +368,7 @@ mod tests {
         let p = &s.peers[0];
         assert_eq!(p.datagrams_in, sent.len() as u64);
         assert_eq!(p.drops, 0, "a replay is not held against the peer");
+        assert_eq!(s.counters.dropped_routine, 0);
         assert_eq!(s.counters.dropped["replay"], sent.len() as u64);
     }
 }
