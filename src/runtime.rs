@@ -77,7 +77,7 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
 
     // First, before any file is touched: a live control socket means
     // another pigeon runs in this directory.
-    let control_socket = bind_control(&config, base_dir)?;
+    let control_socket = bind_control(&config, base_dir).await?;
 
     let identity = load_identity(&config, base_dir)?;
     let mut version = SlipsVersion::discover(binary, &config.slips.version);
@@ -385,7 +385,7 @@ fn on_slips(
 
 /// Binds the control socket, unless disabled. Only another live pigeon
 /// stops the start; any other failure leaves pigeon running without it.
-fn bind_control(
+async fn bind_control(
     config: &Config,
     base_dir: &Path,
 ) -> Result<Option<control::ControlSocket>, RunError> {
@@ -393,7 +393,7 @@ fn bind_control(
         return Ok(None);
     }
     let path = base_dir.join(&config.control.socket);
-    match control::bind(&path) {
+    match control::bind_waiting(&path, control::BUSY_WAIT).await {
         Ok(s) => Ok(Some(s)),
         Err(e @ control::ControlError::Busy(_)) => Err(RunError::Control(e)),
         Err(e) => {

@@ -9,8 +9,11 @@
 //!   `chmod`.
 //! * At start, a socket file that still answers belongs to another live
 //!   pigeon: this one refuses to start (two pigeons in one runtime
-//!   directory would share a key and a peer list). A file that refuses
-//!   connections is a stale socket of a pigeon that died: it is removed.
+//!   directory would share a key and a peer list), after waiting up to
+//!   [`BUSY_WAIT`] for it to go (a pigeon whose Slips just died needs up to
+//!   a second to notice and lets go of its socket as it starts to close).
+//!   A file that refuses connections is a stale socket of a pigeon that
+//!   died: it is removed.
 //! * Protocol: the client sends one line, `status`; the daemon answers
 //!   with one JSON [`StatusReport`] (or `{"error": "..."}`) and closes.
 //! * The daemon's select loop only builds the report (a pure snapshot,
@@ -33,6 +36,10 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 pub const MAX_CLIENTS: usize = 8;
 /// Time a client gets to send its request, and the daemon to answer.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a start waits for a live socket's pigeon to exit.
+pub const BUSY_WAIT: Duration = Duration::from_secs(3);
+/// Poll interval of that wait.
+const BUSY_POLL: Duration = Duration::from_millis(100);
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 256;
 
@@ -88,6 +95,25 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ControlError + '_ {
     move |source| ControlError::Io {
         path: path.to_owned(),
         source,
+    }
+}
+
+/// Binds the control socket at `path`, waiting up to `busy_wait` for
+/// another pigeon's live socket to go (see the module doc).
+pub async fn bind_waiting(path: &Path, busy_wait: Duration) -> Result<ControlSocket, ControlError> {
+    let deadline = tokio::time::Instant::now() + busy_wait;
+    let mut logged = false;
+    loop {
+        match bind(path) {
+            Err(ControlError::Busy(p)) if tokio::time::Instant::now() < deadline => {
+                if !logged {
+                    tracing::info!(socket = %p.display(), "another pigeon answers on the control socket; waiting for it to exit");
+                    logged = true;
+                }
+                tokio::time::sleep(BUSY_POLL).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -310,6 +336,22 @@ mod tests {
         rt().block_on(async {
             let _first = bind(&path).unwrap();
             assert!(matches!(bind(&path), Err(ControlError::Busy(_))));
+        });
+    }
+
+    #[test]
+    fn a_start_waits_for_a_closing_pigeon() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pigeon.sock");
+        rt().block_on(async {
+            let first = bind(&path).unwrap();
+            let closing = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                drop(first);
+            });
+            let second = bind_waiting(&path, Duration::from_secs(5)).await;
+            assert!(second.is_ok(), "{second:?}");
+            closing.await.unwrap();
         });
     }
 
