@@ -216,9 +216,11 @@ impl Node {
     }
 
     /// Counts a drop against the peer whose datagram is being handled,
-    /// unless it is routine (a duplicate copy, a message for another peer).
+    /// unless it is routine (a duplicate copy, a message for another peer)
+    /// or not its doing: anyone can relay its signed multicast announce
+    /// from another address (`address_mismatch`, see `Node::on_announce`).
     pub(super) fn count_peer_drop(&mut self, reason: DropReason) {
-        if reason.is_routine() {
+        if reason.is_routine() || reason == DropReason::AddressMismatch {
             return;
         }
         if let Some(key) = self.handling_from
