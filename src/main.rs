@@ -37,6 +37,7 @@ fn main() -> ExitCode {
             peerstore_file,
             json,
         } => ops::print_peers(&peerstore_file, json),
+        Command::Status { socket, json } => ops::print_status(&socket, json),
         Command::Run(args) => return run(&args, &binary_path(&argv0)),
     };
     match result {

@@ -743,6 +743,58 @@ impl BridgeHandle {
     }
 }
 
+impl BridgeHandle {
+    /// A read-only view of the bridge for the operator view (issue 13): it
+    /// does not keep the bridge running, unlike a handle.
+    pub fn probe(&self) -> BridgeProbe {
+        BridgeProbe {
+            shared: Arc::clone(&self.inner.shared),
+        }
+    }
+}
+
+/// Asks the bridge's state and Redis itself, for `pigeon status` and the
+/// metrics (see [`BridgeHandle::probe`]).
+#[derive(Clone)]
+pub struct BridgeProbe {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for BridgeProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BridgeProbe").finish_non_exhaustive()
+    }
+}
+
+impl BridgeProbe {
+    /// Subscribers of `channel_gopy` right now (`PUBSUB NUMSUB`): at least
+    /// 1 while Slips listens. `None` if Redis is not connected or does not
+    /// answer within the command timeout.
+    pub async fn gopy_subscribers(&self) -> Option<u64> {
+        let mut manager = self.shared.conn.borrow().clone()?;
+        let reply = bounded(
+            "PUBSUB NUMSUB",
+            redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&self.shared.channel_gopy)
+                .query_async::<Vec<(String, u64)>>(&mut manager),
+        )
+        .await;
+        match reply {
+            Ok(pairs) => pairs.into_iter().next().map(|(_, n)| n),
+            Err(e) => {
+                debug!(error = %e, "PUBSUB NUMSUB failed");
+                None
+            }
+        }
+    }
+
+    /// The channel Slips listens on.
+    pub fn channel_gopy(&self) -> &str {
+        &self.shared.channel_gopy
+    }
+}
+
 /// Starts the bridge and returns its handle and the messages Slips
 /// publishes on `channel_pygo`.
 ///

@@ -8,6 +8,7 @@ mod e2e;
 mod files;
 mod lab;
 mod loss;
+mod operator;
 mod redis_bridge;
 mod rogue;
 mod slips_checks;
