@@ -25,6 +25,7 @@
 //! * [`io`]: adapters: sockets, Redis, logging, signals.
 //! * [`runtime`]: the tokio loop that feeds the core and carries out its
 //!   actions.
+//! * [`untrusted`]: escaping network-derived strings for the log.
 
 pub mod cli;
 pub mod config;
@@ -34,4 +35,5 @@ pub mod io;
 pub mod peerstore;
 pub mod runtime;
 pub mod slips;
+pub mod untrusted;
 pub mod wire;

@@ -9,6 +9,7 @@ use crate::io::redis_bridge::{self, BridgeHandle, RedisSettings};
 use crate::io::udp::{self, RECV_BUFFER, Sockets, UdpSettings};
 use crate::peerstore::{self, Loaded, PeerFile};
 use crate::slips::{self, FromSlips, SlipsVersion, VersionSource};
+use crate::untrusted::Untrusted;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -298,7 +299,7 @@ fn on_slips(node: &mut Node, version: &mut SlipsVersion, raw: &str) -> bool {
     };
     if !version.accept(msg.version()) {
         tracing::info!(
-            theirs = msg.version().unwrap_or(""),
+            theirs = %Untrusted(msg.version().unwrap_or("")),
             ours = version.value(),
             "ignored message from another Slips version"
         );

@@ -748,16 +748,13 @@ impl Node {
             peer.last_valid_payload_ms = now;
             self.observe(now, &v.key, reliability::VALID_PAYLOAD);
         }
-        let message = body
-            .payload
-            .strip_suffix('\n')
-            .unwrap_or(&body.payload)
-            .to_owned();
         tracing::info!(peer = %reporter, kind = ?valid.kind, ip = %valid.key, "received from peer");
+        // Slips gets the payload re-encoded as Slips itself writes it
+        // (src/slips/payload.rs), never the peer's bytes.
         self.emit(ToSlips::GoData {
             reporter,
             report_time: secs(now),
-            message,
+            message: valid.canonical,
         });
     }
 
