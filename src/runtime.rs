@@ -334,7 +334,14 @@ async fn carry_out(
                     tracing::warn!(%dest, "send failed: {e}");
                 }
             }
-            Action::ToSlips(m) => bridge.publish(m.to_json(version.value())),
+            Action::ToSlips(m) => match &m {
+                // Only the latest update about a peer matters: a newer one
+                // replaces the one still waiting (docs/SECURITY.md §7).
+                slips::ToSlips::PeerUpdate { peerid, .. } => {
+                    bridge.publish_peer_update(peerid, m.to_json(version.value()))
+                }
+                slips::ToSlips::GoData { .. } => bridge.publish(m.to_json(version.value())),
+            },
             Action::SavePeers(f) => saver.save(f),
         }
     }
