@@ -117,6 +117,16 @@ pub struct SlipsConfig {
     pub blames: BlamePolicy,
     /// Peer ids whose blames are forwarded with `blames = "allowlist"`.
     pub blame_allowlist: Vec<String>,
+    /// Deliver a peer's `request` only if Slips can answer it without
+    /// crashing (Slips 1.1.21 raises TypeError on a request about an IP it
+    /// has no score for): read Slips' cache first, drop when unsafe or
+    /// unreadable.
+    pub request_guard: bool,
+    /// Slips' cache Redis, where the request guard reads
+    /// `IPsInfo:threat_level|score|confidence` (Slips 1.1.21 always uses
+    /// port 6379, DB 1). Any form `redis.address` accepts; the DB comes from
+    /// the address (`redis://host:port/1`).
+    pub cache_redis: String,
 }
 
 /// What to do with `blame` messages from peers.
@@ -294,6 +304,8 @@ impl Default for SlipsConfig {
             version: "1.1.21".to_owned(),
             blames: BlamePolicy::default(),
             blame_allowlist: Vec::new(),
+            request_guard: true,
+            cache_redis: "redis://127.0.0.1:6379/1".to_owned(),
         }
     }
 }
@@ -621,6 +633,10 @@ impl Config {
             ));
         }
 
+        if let Err(e) = crate::io::redis_bridge::parse_address(&self.slips.cache_redis) {
+            return Err(invalid("slips.cache_redis", e.to_string()));
+        }
+
         let r = &self.redis;
         for (key, v) in [
             ("redis.address", &r.address),
@@ -847,7 +863,7 @@ mod tests {
             }
         }
         // Guards the probe itself (update when adding a field).
-        assert_eq!(total, 51);
+        assert_eq!(total, 53);
     }
 
     #[test]
@@ -929,6 +945,7 @@ mod tests {
             ("[redis]\nchannel_gopy = \"p2p_pygo\"", "redis.channel_gopy"),
             ("[redis]\noutbox_capacity = 0", "redis.outbox_capacity"),
             ("[slips]\nversion = \"\"", "slips.version"),
+            ("[slips]\ncache_redis = \"rediss://h\"", "slips.cache_redis"),
             (
                 "[slips]\nblame_allowlist = [\"nope\"]",
                 "slips.blame_allowlist[0]",

@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::core::{Action, Destination, Millis, Node, NodeParams};
 use crate::identity::{self, Identity, KeyOutcome};
 use crate::io::redis_bridge::{self, BridgeHandle, RedisSettings};
+use crate::io::slips_cache::RequestGuard;
 use crate::io::udp::{self, RECV_BUFFER, Sockets, UdpSettings};
 use crate::peerstore::{self, Loaded, PeerFile};
 use crate::slips::{self, FromSlips, SlipsVersion, VersionSource};
@@ -123,8 +124,20 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         "listening"
     );
 
-    let (bridge, mut from_slips) =
-        redis_bridge::start(RedisSettings::from_config(&config.redis, base_dir)?).await?;
+    let redis_settings = RedisSettings::from_config(&config.redis, base_dir)?;
+    let guard_password = redis_settings.password.clone();
+    let (bridge, mut from_slips) = redis_bridge::start(redis_settings).await?;
+    let guard = if config.slips.request_guard {
+        let target = redis_bridge::parse_address(&config.slips.cache_redis)?;
+        tracing::info!(cache = %target, "request guard on: peers' requests reach Slips only if Slips can answer them");
+        Some(RequestGuard::spawn(target, guard_password, bridge.clone()))
+    } else {
+        tracing::warn!(
+            "request guard off (slips.request_guard = false): a request about an IP Slips 1.1.21 has no score for crashes its P2P module"
+        );
+        None
+    };
+
     let multiaddr = format!(
         "/ip4/{}/udp/{}/p2p/{}",
         sockets.local.ip(),
@@ -187,13 +200,29 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
                 }
             }
         }
-        carry_out(&mut node, &sockets, &bridge, &version, &saver).await;
+        carry_out(
+            &mut node,
+            &sockets,
+            &bridge,
+            guard.as_ref(),
+            &version,
+            &saver,
+        )
+        .await;
     };
 
     tracing::info!(?cause, "closing: saying goodbye and saving the peer list");
     let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
     node.shutdown(unix_now());
-    carry_out(&mut node, &sockets, &bridge, &version, &saver).await;
+    carry_out(
+        &mut node,
+        &sockets,
+        &bridge,
+        guard.as_ref(),
+        &version,
+        &saver,
+    )
+    .await;
     // Further signals (Slips and the terminal both send SIGINT) are absorbed
     // by the handlers still installed; finish the goodbye regardless.
     let saved = tokio::time::timeout_at(deadline, saver.finish()).await;
@@ -216,6 +245,22 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         routine = stats.dropped_total() - stats.dropped_unusual(),
         "stopped"
     );
+    let b = bridge.stats();
+    tracing::info!(
+        published = b.published,
+        dropped_outbox = b.dropped_outbox,
+        superseded_peer_updates = b.superseded_peer_updates,
+        "messages for Slips"
+    );
+    if let Some(g) = guard.as_ref().map(RequestGuard::stats) {
+        tracing::info!(
+            passed = g.passed,
+            request_unanswerable = g.unanswerable,
+            request_cache_unreadable = g.unreadable,
+            request_guard_full = g.full,
+            "requests from peers"
+        );
+    }
     if stats.dropped_total() > 0 || stats.bans > 0 {
         let by_reason: Vec<String> = stats
             .dropped
@@ -320,6 +365,7 @@ async fn carry_out(
     node: &mut Node,
     sockets: &Sockets,
     bridge: &BridgeHandle,
+    guard: Option<&RequestGuard>,
     version: &SlipsVersion,
     saver: &PeerSaver,
 ) {
@@ -340,7 +386,11 @@ async fn carry_out(
                 slips::ToSlips::PeerUpdate { peerid, .. } => {
                     bridge.publish_peer_update(peerid, m.to_json(version.value()))
                 }
-                slips::ToSlips::GoData { .. } => bridge.publish(m.to_json(version.value())),
+                slips::ToSlips::GoData { request_ip, .. } => match (request_ip, guard) {
+                    // A request waits for the guard's verdict (off the loop).
+                    (Some(ip), Some(guard)) => guard.submit(ip.clone(), m.to_json(version.value())),
+                    _ => bridge.publish(m.to_json(version.value())),
+                },
             },
             Action::SavePeers(f) => saver.save(f),
         }

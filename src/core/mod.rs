@@ -754,6 +754,7 @@ impl Node {
         self.emit(ToSlips::GoData {
             reporter,
             report_time: secs(now),
+            request_ip: (valid.kind == PayloadKind::Request).then(|| valid.key.clone()),
             message: valid.canonical,
         });
     }

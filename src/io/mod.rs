@@ -2,4 +2,5 @@
 
 pub mod logging;
 pub mod redis_bridge;
+pub mod slips_cache;
 pub mod udp;

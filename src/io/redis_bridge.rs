@@ -1283,6 +1283,29 @@ struct Established {
     peer: String,
 }
 
+/// A plain (non-pub/sub) connection to `target`, trying every resolved
+/// address as the bridge does; for other readers of Slips' Redis (the
+/// request guard's cache reads). The error text never holds the password.
+pub(crate) async fn plain_connection(
+    target: &RedisTarget,
+    password: Option<&str>,
+) -> Result<redis::aio::MultiplexedConnection, String> {
+    let open = async {
+        let (addr, _) = reachable_addr(&target.endpoint).await?;
+        let mut redis_info = RedisConnectionInfo::default().set_db(target.db);
+        if let Some(user) = &target.username {
+            redis_info = redis_info.set_username(user);
+        }
+        if let Some(password) = password {
+            redis_info = redis_info.set_password(password);
+        }
+        let info = addr.into_connection_info()?.set_redis_settings(redis_info);
+        let client = redis::Client::open(info)?;
+        bounded("connect", client.get_multiplexed_async_connection()).await
+    };
+    open.await.map_err(|e: LinkError| e.to_string())
+}
+
 /// Connects to Redis, builds a reconnecting manager and subscribes.
 async fn establish(
     target: &RedisTarget,

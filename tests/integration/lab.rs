@@ -444,7 +444,42 @@ impl Lab {
         let lab = Lab { name, hosts: n };
         // the lab is torn down by Drop even if `up` fails half-way
         run_ok(Command::new(lab_script()).args(["up", &lab.name, &n.to_string()]));
+        for i in 1..=n {
+            lab.seed_slips_cache(i);
+        }
         lab
+    }
+
+    /// Gives host `i`'s Slips data about every documentation address the
+    /// tests ask about (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24 and
+    /// 2001:db8::/120), as Slips stores it: `IPsInfo:threat_level` and
+    /// `IPsInfo:confidence` hashes in its cache, DB 1 of the host's Redis.
+    /// pigeon's request guard then lets requests about them through, as it
+    /// would under a Slips that knows them; `tests/integration/
+    /// request_guard.rs` tests the guard itself.
+    pub fn seed_slips_cache(&self, i: usize) {
+        let mut ips: Vec<String> = Vec::new();
+        for net in ["192.0.2", "198.51.100", "203.0.113"] {
+            ips.extend((0..=255).map(|k| format!("{net}.{k}")));
+        }
+        ips.extend((0..=255).map(|k| format!("2001:db8::{k:x}")));
+        self.run_in(i, move || {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{LAB_REDIS_PORT}/1"))
+                .expect("redis client");
+            let mut con = client
+                .get_connection_with_timeout(Duration::from_secs(2))
+                .unwrap_or_else(|e| panic!("cannot reach host {i}'s Redis to seed it: {e}"));
+            for (field, value) in [("threat_level", "medium"), ("confidence", "0.5")] {
+                let mut cmd = redis::cmd("HSET");
+                cmd.arg(format!("IPsInfo:{field}"));
+                for ip in &ips {
+                    cmd.arg(ip).arg(value);
+                }
+                let _: i64 = cmd
+                    .query(&mut con)
+                    .unwrap_or_else(|e| panic!("cannot seed host {i}'s Slips cache: {e}"));
+            }
+        });
     }
 
     /// The lab's name (namespaces are `NAME-br`, `NAME-h1`...).
@@ -654,6 +689,7 @@ impl Lab {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.seed_slips_cache(i);
     }
 
     /// [`Lab::stop_redis`], `down_for`, then [`Lab::start_redis`].

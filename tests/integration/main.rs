@@ -9,4 +9,5 @@ mod files;
 mod lab;
 mod loss;
 mod redis_bridge;
+mod request_guard;
 mod slips_checks;
