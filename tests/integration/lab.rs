@@ -903,6 +903,21 @@ impl SlipsTree {
         lab.spawn_command(i, &mut cmd)
     }
 
+    /// [`Self::spawn_in_lab`] under umask 0, as Slips 1.1.21 runs it
+    /// (through `sh -c 'umask 000; exec …'`: the same argv[0]).
+    pub fn spawn_in_lab_umask0(&self, lab: &Lab, i: usize, port: u16) -> io::Result<LabChild> {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("umask 000; exec \"$0\" \"$@\"")
+            .arg(self.binary())
+            .args(self.argv(lab.host_ip(i), port, LAB_REDIS_PORT))
+            .current_dir(self.runtime_dir())
+            .stdin(Stdio::null())
+            .stdout(append(&self.log_path())?)
+            .stderr(append(&self.stderr_path())?);
+        lab.spawn_command(i, &mut cmd)
+    }
+
     /// Starts the Pigeon in the calling thread's network namespace (e.g.
     /// inside [`in_loopback_netns`], with `host_ip` 127.0.0.1).
     pub fn spawn_here(
