@@ -125,6 +125,16 @@ pub struct SlipsConfig {
     /// active peer. Slips 1.1.21 reports its own address after acting on a
     /// network opinion; by default such messages are not sent.
     pub report_peer_addresses: bool,
+    /// Deliver a peer's `request` only if Slips can answer it without
+    /// crashing (Slips 1.1.21 raises TypeError on a request about an IP it
+    /// has no score for): read Slips' cache first, drop when unsafe or
+    /// unreadable.
+    pub request_guard: bool,
+    /// Slips' cache Redis, where the request guard reads
+    /// `IPsInfo:threat_level|score|confidence` (Slips 1.1.21 always uses
+    /// port 6379, DB 1). Any form `redis.address` accepts; the DB comes from
+    /// the address (`redis://host:port/1`).
+    pub cache_redis: String,
 }
 
 /// What to do with `blame` messages from peers.
@@ -353,6 +363,8 @@ impl Default for SlipsConfig {
             blames: BlamePolicy::default(),
             blame_allowlist: Vec::new(),
             report_peer_addresses: false,
+            request_guard: true,
+            cache_redis: "redis://127.0.0.1:6379/1".to_owned(),
         }
     }
 }
@@ -683,6 +695,10 @@ impl Config {
             ));
         }
 
+        if let Err(e) = crate::io::redis_bridge::parse_address(&self.slips.cache_redis) {
+            return Err(invalid("slips.cache_redis", e.to_string()));
+        }
+
         let r = &self.redis;
         for (key, v) in [
             ("redis.address", &r.address),
@@ -929,7 +945,7 @@ mod tests {
             }
         }
         // Guards the probe itself (update when adding a field).
-        assert_eq!(total, 56);
+        assert_eq!(total, 58);
     }
 
     #[test]
@@ -1013,6 +1029,7 @@ mod tests {
             ("[redis]\nchannel_gopy = \"p2p_pygo\"", "redis.channel_gopy"),
             ("[redis]\noutbox_capacity = 0", "redis.outbox_capacity"),
             ("[slips]\nversion = \"\"", "slips.version"),
+            ("[slips]\ncache_redis = \"rediss://h\"", "slips.cache_redis"),
             (
                 "[slips]\nblame_allowlist = [\"nope\"]",
                 "slips.blame_allowlist[0]",

@@ -28,6 +28,7 @@
 //!   Prometheus endpoint.
 //! * [`runtime`]: the tokio loop that feeds the core and carries out its
 //!   actions.
+//! * [`untrusted`]: escaping network-derived strings for the log.
 
 pub mod cli;
 pub mod config;
@@ -38,4 +39,5 @@ pub mod peerstore;
 pub mod runtime;
 pub mod slips;
 pub mod status;
+pub mod untrusted;
 pub mod wire;

@@ -8,10 +8,12 @@ use crate::identity::{self, Identity, KeyOutcome};
 use crate::io::control::{self, ReportRequest};
 use crate::io::metrics;
 use crate::io::redis_bridge::{self, BridgeHandle, RedisSettings};
+use crate::io::slips_cache::RequestGuard;
 use crate::io::udp::{self, RECV_BUFFER, Sockets, UdpSettings};
 use crate::peerstore::{self, Loaded, PeerFile};
 use crate::slips::{self, FromSlips, SlipsVersion, ToSlips, VersionSource};
 use crate::status::{FromSlipsCounts, Health, StatusReport};
+use crate::untrusted::Untrusted;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -143,8 +145,20 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         "listening"
     );
 
-    let (bridge, mut from_slips) =
-        redis_bridge::start(RedisSettings::from_config(&config.redis, base_dir)?).await?;
+    let redis_settings = RedisSettings::from_config(&config.redis, base_dir)?;
+    let guard_password = redis_settings.password.clone();
+    let (bridge, mut from_slips) = redis_bridge::start(redis_settings).await?;
+    let guard = if config.slips.request_guard {
+        let target = redis_bridge::parse_address(&config.slips.cache_redis)?;
+        tracing::info!(cache = %target, "request guard on: peers' requests reach Slips only if Slips can answer them");
+        Some(RequestGuard::spawn(target, guard_password, bridge.clone()))
+    } else {
+        tracing::warn!(
+            "request guard off (slips.request_guard = false): a request about an IP Slips 1.1.21 has no score for crashes its P2P module"
+        );
+        None
+    };
+
     let multiaddr = format!(
         "/ip4/{}/udp/{}/p2p/{}",
         sockets.local.ip(),
@@ -170,7 +184,6 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         now(),
     );
     let saver = PeerSaver::spawn(peer_path);
-    let mut send_errors = SendErrors::default();
 
     // Operator view (issue 13): the control socket and the metrics ask the
     // loop for a report through `reports`; everything slower runs in their
@@ -250,9 +263,9 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
             &mut node,
             &sockets,
             &bridge,
+            guard.as_ref(),
             &version,
             &saver,
-            &mut send_errors,
             &mut tally,
         );
     };
@@ -270,9 +283,9 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         &mut node,
         &sockets,
         &bridge,
+        guard.as_ref(),
         &version,
         &saver,
-        &mut send_errors,
         &mut tally,
     );
     // Further signals (Slips and the terminal both send SIGINT) are absorbed
@@ -297,6 +310,22 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         routine = stats.dropped_total() - stats.dropped_unusual(),
         "stopped"
     );
+    let b = bridge.stats();
+    tracing::info!(
+        published = b.published,
+        dropped_outbox = b.dropped_outbox,
+        superseded_peer_updates = b.superseded_peer_updates,
+        "messages for Slips"
+    );
+    if let Some(g) = guard.as_ref().map(RequestGuard::stats) {
+        tracing::info!(
+            passed = g.passed,
+            request_unanswerable = g.unanswerable,
+            request_cache_unreadable = g.unreadable,
+            request_guard_full = g.full,
+            "requests from peers"
+        );
+    }
     if stats.dropped_total() > 0 || stats.bans > 0 {
         let by_reason: Vec<String> = stats
             .dropped
@@ -387,7 +416,7 @@ fn on_slips(
     if !version.accept(msg.version()) {
         counts.other_version += 1;
         tracing::info!(
-            theirs = msg.version().unwrap_or(""),
+            theirs = %Untrusted(msg.version().unwrap_or("")),
             ours = version.value(),
             "ignored message from another Slips version"
         );
@@ -434,6 +463,8 @@ async fn bind_control(
 /// What the runtime counts for the operator view.
 #[derive(Debug, Default)]
 struct Tally {
+    /// Datagrams the kernel did not take.
+    send_errors: SendErrors,
     from_slips: FromSlipsCounts,
     to_slips_go_data: u64,
     to_slips_peer_update: u64,
@@ -499,9 +530,9 @@ fn carry_out(
     node: &mut Node,
     sockets: &Sockets,
     bridge: &BridgeHandle,
+    guard: Option<&RequestGuard>,
     version: &SlipsVersion,
     saver: &PeerSaver,
-    send_errors: &mut SendErrors,
     tally: &mut Tally,
 ) {
     while let Some(action) = node.poll_action() {
@@ -518,16 +549,27 @@ fn carry_out(
                 // lost like any other; the delivery layer repairs what
                 // matters.
                 if let Err(e) = sockets.unicast.try_send_to(&datagram, SocketAddr::V4(dest)) {
-                    send_errors.record(&dest, &e);
+                    tally.send_errors.record(&dest, &e);
                 }
             }
-            Action::ToSlips(m) => {
-                match &m {
-                    ToSlips::GoData { .. } => tally.to_slips_go_data += 1,
-                    ToSlips::PeerUpdate { .. } => tally.to_slips_peer_update += 1,
+            Action::ToSlips(m) => match &m {
+                // Only the latest update about a peer matters: a newer one
+                // replaces the one still waiting (docs/SECURITY.md §7).
+                ToSlips::PeerUpdate { peerid, .. } => {
+                    tally.to_slips_peer_update += 1;
+                    bridge.publish_peer_update(peerid, m.to_json(version.value()));
                 }
-                bridge.publish(m.to_json(version.value()));
-            }
+                ToSlips::GoData { request_ip, .. } => {
+                    tally.to_slips_go_data += 1;
+                    match (request_ip, guard) {
+                        // A request waits for the guard's verdict (off the loop).
+                        (Some(ip), Some(guard)) => {
+                            guard.submit(ip.clone(), m.to_json(version.value()));
+                        }
+                        _ => bridge.publish(m.to_json(version.value())),
+                    }
+                }
+            },
             Action::SavePeers(f) => saver.save(f),
         }
     }

@@ -1260,17 +1260,15 @@ impl Node {
             peer.last_valid_payload_ms = t;
             self.observe(t, &v.key, reliability::VALID_PAYLOAD);
         }
-        let message = body
-            .payload
-            .strip_suffix('\n')
-            .unwrap_or(&body.payload)
-            .to_owned();
         tracing::info!(peer = %reporter, kind = ?valid.kind, ip = %valid.key, "received from peer");
         let report_time = secs(self.wall(t));
+        // Slips gets the payload re-encoded as Slips itself writes it
+        // (src/slips/payload.rs), never the peer's bytes.
         self.emit(ToSlips::GoData {
             reporter,
             report_time,
-            message,
+            request_ip: (valid.kind == PayloadKind::Request).then(|| valid.key.clone()),
+            message: valid.canonical,
         });
     }
 

@@ -1,5 +1,6 @@
 //! Counters of what the node did and dropped, and rate-limited drop logs.
 
+use crate::untrusted::Untrusted;
 use crate::wire::Kind;
 use std::collections::BTreeMap;
 
@@ -192,7 +193,12 @@ pub struct DropLog {
 
 impl DropLog {
     /// Records a drop; logs it if this reason was quiet long enough.
+    ///
+    /// `detail` often holds what a peer sent (addresses, ids, payload
+    /// fields): it is printed through [`Untrusted`], so it cannot break
+    /// the line or smuggle control characters into the log.
     pub fn record(&mut self, now_ms: u64, reason: DropReason, detail: &dyn std::fmt::Display) {
+        let detail = Untrusted(detail);
         if reason.is_routine() {
             tracing::debug!(reason = reason.as_str(), "dropped: {detail}");
             return;
@@ -418,5 +424,63 @@ mod operator_tests {
         assert_eq!(c.get(Kind::Nack), 1);
         assert_eq!(c.get(Kind::Data), 0);
         assert_eq!(KINDS.map(kind_name).len(), 8);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Collects what a real tracing-subscriber formatter writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(f: impl FnOnce()) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// Every hostile string a peer can put in a drop detail comes out as
+    /// one line of printable ASCII.
+    #[test]
+    fn drop_details_are_escaped_in_the_log() {
+        let hostile = [
+            "fe80::1%x\n2026-12-01T00:00:00Z  WARN pigeon: [ALERT] forged",
+            "a\rb",
+            "a\0b",
+            "a\u{1b}[31mred",
+            "ü\u{202e}",
+        ];
+        for h in hostile {
+            for reason in [DropReason::BadPayload, DropReason::Duplicate] {
+                let text = logged(|| {
+                    let mut log = DropLog::default();
+                    log.record(1, reason, &format_args!("blame about {h} from x"));
+                });
+                assert_eq!(text.lines().count(), 1, "{text:?}");
+                let line = text.trim_end_matches('\n');
+                assert!(line.bytes().all(|b| (b' '..=b'~').contains(&b)), "{line:?}");
+                assert!(line.contains("blame about "), "{line:?}");
+            }
+        }
     }
 }

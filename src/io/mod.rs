@@ -4,4 +4,5 @@ pub mod control;
 pub mod logging;
 pub mod metrics;
 pub mod redis_bridge;
+pub mod slips_cache;
 pub mod udp;

@@ -10,6 +10,7 @@ mod lab;
 mod loss;
 mod operator;
 mod redis_bridge;
+mod request_guard;
 mod rogue;
 mod slips_checks;
 mod spoofing;
