@@ -362,7 +362,21 @@ for i in 1 2; do
 done
 ok "the blame reached both other hosts"
 
-heading "Step 4: stopping, and the saved peer lists"
+heading "Step 4: what an operator sees (pigeon status)"
+explain "A running pigeon answers 'pigeon status' on its control socket, \
+permanent/p2p_trust_runtime/pigeon.sock (owner-only; nothing listens on the \
+network for it): the health of its links to Redis and Slips, its counters, \
+and one row per peer. Add -json for scripts. Between the steps no Slips \
+listens on p2p_gopy here, so it says NOT subscribed: a real Slips stays \
+subscribed while it runs."
+say "  host 1: cd permanent/p2p_trust_runtime && ../../p2p4slips/p2p4slips status"
+(cd "$TMP/h1/permanent/p2p_trust_runtime" && ../../p2p4slips/p2p4slips status) >"$TMP/status1.out" 2>&1 ||
+    { show h1 "$TMP/status1.out"; die "pigeon status failed on host 1"; }
+show h1 "$TMP/status1.out"
+grep -q "2 peer(s): 2 active" "$TMP/status1.out" || die "host 1's status does not show both peers active"
+ok "host 1's pigeon shows both peers active"
+
+heading "Step 5: stopping, and the saved peer lists"
 explain "Slips stops its pigeon with SIGINT, often twice (Slips itself and \
 Ctrl-C on the terminal's process group); any exit status but 0 would make \
 Slips report a crash. On the way out each pigeon says goodbye to its peers \
@@ -407,5 +421,5 @@ pigeon's own multicast datagrams coming back to it and duplicates; 'dropped' \
 counts the datagrams that broke a rule.)"
 
 heading "Done"
-say "Steps 1-4 passed in $(($(date +%s) - START)) s after the build. Cleaning up: the pigeons"
+say "Steps 1-5 passed in $(($(date +%s) - START)) s after the build. Cleaning up: the pigeons"
 say "are stopped, the lab '$LAB' and the temporary Slips trees are removed."

@@ -48,6 +48,15 @@ pub enum Command {
         /// Print JSON instead of a table.
         json: bool,
     },
+    /// `pigeon status [-socket PATH] [-json]`: ask the running pigeon
+    /// (through its control socket) what it sees now.
+    Status {
+        /// Control socket, or a directory holding `pigeon.sock` (default
+        /// `pigeon.sock`: run it in Slips' `permanent/p2p_trust_runtime`).
+        socket: PathBuf,
+        /// Print JSON instead of the health block and table.
+        json: bool,
+    },
 }
 
 /// Flags of a normal run. `None` means "flag absent": the file value or the
@@ -118,7 +127,7 @@ pub enum CliError {
     #[error("bad flag syntax: {0}")]
     BadSyntax(String),
     /// First argument is not a flag and names no known subcommand.
-    #[error("unknown subcommand \"{0}\" (expected \"id\" or \"peers\", or flags)")]
+    #[error("unknown subcommand \"{0}\" (expected \"id\", \"peers\" or \"status\", or flags)")]
     UnknownSubcommand(String),
     /// A positional argument after a subcommand's flags.
     #[error("unexpected argument \"{arg}\" for subcommand {subcommand}")]
@@ -134,6 +143,8 @@ pub enum CliError {
 const DEFAULT_ID_KEY_FILE: &str = "pigeon.keys";
 /// Default peer list of the `peers` subcommand.
 const DEFAULT_PEERS_FILE: &str = "peers.json";
+/// Default control socket of the `status` subcommand.
+const DEFAULT_SOCKET: &str = "pigeon.sock";
 
 /// How a flag takes its value.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -173,6 +184,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliEr
             match sub.as_str() {
                 "id" => parse_id(&args[1..]),
                 "peers" => parse_peers(&args[1..]),
+                "status" => parse_status(&args[1..]),
                 _ => Err(CliError::UnknownSubcommand(sub)),
             }
         }
@@ -269,6 +281,28 @@ fn parse_peers(args: &[OsString]) -> Result<Command, CliError> {
             peerstore_file,
             json,
         }
+    })
+}
+
+/// Parses `status [-socket PATH] [-json]`.
+fn parse_status(args: &[OsString]) -> Result<Command, CliError> {
+    let mut socket = PathBuf::from(DEFAULT_SOCKET);
+    let mut json = false;
+    let help = parse_subcommand_flags("status", args, |tok, args, i| match tok.name.as_str() {
+        "json" => {
+            json = parse_bool("json", &take_value(tok, Kind::Bool, args, i)?)?;
+            Ok(true)
+        }
+        "socket" => {
+            socket = PathBuf::from(take_value(tok, Kind::Value, args, i)?);
+            Ok(true)
+        }
+        _ => Ok(false),
+    })?;
+    Ok(if help {
+        Command::Help
+    } else {
+        Command::Status { socket, json }
     })
 }
 
@@ -522,6 +556,9 @@ pub fn usage() -> String {
          \x20      p2p4slips id [-key-file FILE]      print the peer id of a key file (default pigeon.keys)\n\
          \x20      p2p4slips peers [-peerstore-file FILE] [-json]\n\
          \x20                                         print the saved peers (default peers.json)\n\
+         \x20      p2p4slips status [-socket PATH] [-json]\n\
+         \x20                                         ask the running pigeon what it sees (default\n\
+         \x20                                         pigeon.sock; PATH may be its directory)\n\
          \n\
          Flags (Go syntax: -name value, -name=value, --name value, --name=value;\n\
          booleans: bare = true, or -name=true|false). Flags override pigeon.toml.\n",
@@ -731,6 +768,20 @@ mod tests {
             p(&["peers", "-json", "--peerstore-file", "x.json"]),
             Ok(Command::Peers {
                 peerstore_file: "x.json".into(),
+                json: true
+            })
+        );
+        assert_eq!(
+            p(&["status"]),
+            Ok(Command::Status {
+                socket: "pigeon.sock".into(),
+                json: false
+            })
+        );
+        assert_eq!(
+            p(&["status", "-json", "-socket", "/run/x.sock"]),
+            Ok(Command::Status {
+                socket: "/run/x.sock".into(),
                 json: true
             })
         );

@@ -42,6 +42,10 @@ pub struct Config {
     pub peerstore: PeerstoreConfig,
     /// `[log]`: log files and level.
     pub log: LogConfig,
+    /// `[control]`: the local socket `pigeon status` talks to.
+    pub control: ControlConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
 }
 
 /// Where and how datagrams travel.
@@ -121,6 +125,16 @@ pub struct SlipsConfig {
     /// active peer. Slips 1.1.21 reports its own address after acting on a
     /// network opinion; by default such messages are not sent.
     pub report_peer_addresses: bool,
+    /// Deliver a peer's `request` only if Slips can answer it without
+    /// crashing (Slips 1.1.21 raises TypeError on a request about an IP it
+    /// has no score for): read Slips' cache first, drop when unsafe or
+    /// unreadable.
+    pub request_guard: bool,
+    /// Slips' cache Redis, where the request guard reads
+    /// `IPsInfo:threat_level|score|confidence` (Slips 1.1.21 always uses
+    /// port 6379, DB 1). Any form `redis.address` accepts; the DB comes from
+    /// the address (`redis://host:port/1`).
+    pub cache_redis: String,
 }
 
 /// What to do with `blame` messages from peers.
@@ -259,6 +273,50 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// The control socket of `pigeon status`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Unix socket, relative to the working directory; empty disables it.
+    pub socket: PathBuf,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from("pigeon.sock"),
+        }
+    }
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` to serve `GET /metrics` on, or a bare port for
+    /// 127.0.0.1; empty (the default) disables metrics.
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// Where to listen, if enabled; `Err` names what is wrong.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let v = self.listen.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(port) = v.parse::<u16>() {
+            return Ok(Some((Ipv4Addr::LOCALHOST, port).into()));
+        }
+        v.parse::<std::net::SocketAddr>().map(Some).map_err(|_| {
+            format!(
+                "must be empty, a port, or an IP address and port such as 127.0.0.1:9464, got \"{}\"",
+                v.escape_debug()
+            )
+        })
+    }
+}
+
 /// Reads `host`: an IPv4 address, or `""` for "not set" (the Go default),
 /// so `host = ""` in a file means the same as the flag `-host ""`.
 fn de_host<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv4Addr>, D::Error> {
@@ -305,6 +363,8 @@ impl Default for SlipsConfig {
             blames: BlamePolicy::default(),
             blame_allowlist: Vec::new(),
             report_peer_addresses: false,
+            request_guard: true,
+            cache_redis: "redis://127.0.0.1:6379/1".to_owned(),
         }
     }
 }
@@ -594,6 +654,7 @@ impl Config {
             };
             self.identity.key_file = append(&self.identity.key_file);
             self.peerstore.file = append(&self.peerstore.file);
+            self.control.socket = append(&self.control.socket);
             self.redis.channel_pygo.push_str(&port);
             self.redis.channel_gopy.push_str(&port);
         }
@@ -632,6 +693,10 @@ impl Config {
                 "network.multicast_ttl",
                 format!("must be in [1, 255], got {}", n.multicast_ttl),
             ));
+        }
+
+        if let Err(e) = crate::io::redis_bridge::parse_address(&self.slips.cache_redis) {
+            return Err(invalid("slips.cache_redis", e.to_string()));
         }
 
         let r = &self.redis;
@@ -779,6 +844,10 @@ impl Config {
             1,
         )?;
 
+        if let Err(reason) = self.metrics.listen_addr() {
+            return Err(invalid("metrics.listen", reason));
+        }
+
         let level = &self.log.level;
         if level.trim().is_empty() {
             return Err(invalid("log.level", "must not be empty (e.g. \"info\")"));
@@ -863,7 +932,7 @@ mod tests {
     fn reference_file_lists_every_key() {
         let table: toml::Table = toml::from_str(include_str!("../pigeon.toml")).unwrap();
         let sections = schema_fields(None);
-        assert_eq!(sections.len(), 10);
+        assert_eq!(sections.len(), 12);
         let mut total = 0;
         for section in &sections {
             let in_file = table[section.as_str()].as_table().unwrap();
@@ -876,7 +945,7 @@ mod tests {
             }
         }
         // Guards the probe itself (update when adding a field).
-        assert_eq!(total, 54);
+        assert_eq!(total, 58);
     }
 
     #[test]
@@ -892,6 +961,8 @@ mod tests {
             "reliability",
             "peerstore",
             "log",
+            "control",
+            "metrics",
         ] {
             let text = format!("[{section}]\ntypo_key = 1\n");
             let e = Config::from_toml(&text).unwrap_err();
@@ -958,6 +1029,7 @@ mod tests {
             ("[redis]\nchannel_gopy = \"p2p_pygo\"", "redis.channel_gopy"),
             ("[redis]\noutbox_capacity = 0", "redis.outbox_capacity"),
             ("[slips]\nversion = \"\"", "slips.version"),
+            ("[slips]\ncache_redis = \"rediss://h\"", "slips.cache_redis"),
             (
                 "[slips]\nblame_allowlist = [\"nope\"]",
                 "slips.blame_allowlist[0]",
@@ -1202,6 +1274,7 @@ mod tests {
         });
         assert_eq!(c.identity.key_file, PathBuf::from("pigeon.keys4001"));
         assert_eq!(c.peerstore.file, PathBuf::from("peers.json4001"));
+        assert_eq!(c.control.socket, PathBuf::from("pigeon.sock4001"));
         assert_eq!(c.redis.channel_pygo, "p2p_pygo4001");
         assert_eq!(c.redis.channel_gopy, "p2p_gopy4001");
 
@@ -1224,5 +1297,26 @@ mod tests {
             ..CliArgs::default()
         });
         assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn metrics_listen_is_off_a_port_or_an_address() {
+        let listen = |v: &str| {
+            MetricsConfig {
+                listen: v.to_owned(),
+            }
+            .listen_addr()
+        };
+        assert_eq!(Config::default().metrics.listen_addr(), Ok(None));
+        assert_eq!(listen(""), Ok(None));
+        assert_eq!(listen("9464"), Ok(Some("127.0.0.1:9464".parse().unwrap())));
+        assert_eq!(
+            listen("10.0.0.1:9100"),
+            Ok(Some("10.0.0.1:9100".parse().unwrap()))
+        );
+        assert_eq!(
+            invalid_key("[metrics]\nlisten = \"localhost\"\n"),
+            "metrics.listen"
+        );
     }
 }

@@ -22,9 +22,13 @@
 //! * [`config`], [`cli`]: `pigeon.toml` and the Go Pigeon's command line.
 //! * [`identity`]: the key file (libp2p protobuf encoding) and peer ids.
 //! * [`peerstore`]: the persisted peer list (atomic writes).
-//! * [`io`]: adapters: sockets, Redis, logging, signals.
+//! * [`status`]: what `pigeon status` shows: the report of a running
+//!   pigeon and its rendering. No IO.
+//! * [`io`]: adapters: sockets, Redis, logging, the control socket, the
+//!   Prometheus endpoint.
 //! * [`runtime`]: the tokio loop that feeds the core and carries out its
 //!   actions.
+//! * [`untrusted`]: escaping network-derived strings for the log.
 
 pub mod cli;
 pub mod config;
@@ -34,4 +38,6 @@ pub mod io;
 pub mod peerstore;
 pub mod runtime;
 pub mod slips;
+pub mod status;
+pub mod untrusted;
 pub mod wire;

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
             peerstore_file,
             json,
         } => ops::print_peers(&peerstore_file, json),
+        Command::Status { socket, json } => ops::print_status(&socket, json),
         Command::Run(args) => return run(&args, &binary_path(&argv0)),
     };
     match result {
@@ -65,6 +66,8 @@ fn binary_path(argv0: &OsString) -> PathBuf {
 }
 
 fn run(args: &cli::CliArgs, binary: &Path) -> ExitCode {
+    // Slips starts us with umask 0: nothing we create is for other users.
+    pigeon::io::logging::private_umask();
     let config = match Config::load(args, binary.parent()) {
         Ok(c) => c,
         Err(e) => {

@@ -1,4 +1,4 @@
-//! Operator subcommands: `pigeon id` and `pigeon peers`.
+//! Operator subcommands: `pigeon id`, `pigeon peers` and `pigeon status`.
 
 use anyhow::Context as _;
 use pigeon::config::Config;
@@ -88,4 +88,24 @@ fn ago(s: u64) -> String {
         7200..172_800 => format!("{}h ago", s / 3600),
         _ => format!("{}d ago", s / 86_400),
     }
+}
+
+/// How long `pigeon status` waits for the daemon.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Asks the running pigeon (its control socket `socket`, or
+/// `socket/pigeon.sock` when `socket` is a directory) for its status.
+pub(crate) fn print_status(socket: &Path, json: bool) -> anyhow::Result<()> {
+    let path = if socket.is_dir() {
+        socket.join("pigeon.sock")
+    } else {
+        socket.to_owned()
+    };
+    let report = pigeon::io::control::query(&path, STATUS_TIMEOUT)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", pigeon::status::render(&report));
+    }
+    Ok(())
 }

@@ -173,6 +173,13 @@ pub fn save(path: &Path, file: &PeerFile) -> Result<(), PeerstoreError> {
         .suffix(".tmp")
         .tempfile_in(&dir)
         .map_err(io_err)?;
+    // Only our user may read where peers are (whatever umask we inherited).
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err)?;
+    }
     tmp.write_all(&bytes).map_err(io_err)?;
     tmp.as_file().sync_all().map_err(io_err)?;
     tmp.persist(path).map_err(|e| io_err(e.error))?;

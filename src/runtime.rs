@@ -5,15 +5,20 @@
 use crate::config::Config;
 use crate::core::{Action, Destination, Millis, Node, NodeParams, Now, Via};
 use crate::identity::{self, Identity, KeyOutcome};
+use crate::io::control::{self, ReportRequest};
+use crate::io::metrics;
 use crate::io::redis_bridge::{self, BridgeHandle, RedisSettings};
+use crate::io::slips_cache::RequestGuard;
 use crate::io::udp::{self, RECV_BUFFER, Sockets, UdpSettings};
 use crate::peerstore::{self, Loaded, PeerFile};
-use crate::slips::{self, FromSlips, SlipsVersion, VersionSource};
+use crate::slips::{self, FromSlips, SlipsVersion, ToSlips, VersionSource};
+use crate::status::{FromSlipsCounts, Health, StatusReport};
+use crate::untrusted::Untrusted;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// How long shutdown may take before we exit anyway (Slips kills us soon
 /// after its own SIGINT; the Go Pigeon took ~2 s).
@@ -41,6 +46,9 @@ pub enum RunError {
     /// Signal handlers could not be installed.
     #[error("signals: {0}")]
     Signals(std::io::Error),
+    /// Another pigeon runs in this directory.
+    #[error("{0}")]
+    Control(control::ControlError),
 }
 
 /// Wall-clock time in Unix milliseconds.
@@ -79,6 +87,10 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let parent = std::os::unix::process::parent_id();
+
+    // First, before any file is touched: a live control socket means
+    // another pigeon runs in this directory.
+    let control_socket = bind_control(&config, base_dir).await?;
 
     let identity = load_identity(&config, base_dir)?;
     let mut version = SlipsVersion::discover(binary, &config.slips.version);
@@ -133,8 +145,20 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         "listening"
     );
 
-    let (bridge, mut from_slips) =
-        redis_bridge::start(RedisSettings::from_config(&config.redis, base_dir)?).await?;
+    let redis_settings = RedisSettings::from_config(&config.redis, base_dir)?;
+    let guard_password = redis_settings.password.clone();
+    let (bridge, mut from_slips) = redis_bridge::start(redis_settings).await?;
+    let guard = if config.slips.request_guard {
+        let target = redis_bridge::parse_address(&config.slips.cache_redis)?;
+        tracing::info!(cache = %target, "request guard on: peers' requests reach Slips only if Slips can answer them");
+        Some(RequestGuard::spawn(target, guard_password, bridge.clone()))
+    } else {
+        tracing::warn!(
+            "request guard off (slips.request_guard = false): a request about an IP Slips 1.1.21 has no score for crashes its P2P module"
+        );
+        None
+    };
+
     let multiaddr = format!(
         "/ip4/{}/udp/{}/p2p/{}",
         sockets.local.ip(),
@@ -160,7 +184,40 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         now(),
     );
     let saver = PeerSaver::spawn(peer_path);
-    let mut send_errors = SendErrors::default();
+
+    // Operator view (issue 13): the control socket and the metrics ask the
+    // loop for a report through `reports`; everything slower runs in their
+    // own tasks.
+    let (reports_tx, mut reports) = mpsc::channel::<ReportRequest>(16);
+    let mut tally = Tally::default();
+    let mut facts = Facts {
+        started: unix_now(),
+        redis: redis_bridge::parse_address(&config.redis.address)
+            .map_or_else(|_| String::from("?"), |t| t.to_string()),
+        channel_gopy: config.redis.channel_gopy.clone(),
+        outbox_capacity: config.redis.outbox_capacity,
+        group: std::net::SocketAddrV4::new(config.network.group, config.network.group_port),
+        metrics: None,
+    };
+    let mut operator_tasks = Vec::new();
+    if let Some(socket) = control_socket {
+        tracing::info!(socket = %socket.path().display(), "control socket ready (pigeon status)");
+        operator_tasks.push(control::spawn(socket, reports_tx.clone(), bridge.probe()));
+    }
+    match config.metrics.listen_addr() {
+        Ok(None) => {}
+        Ok(Some(addr)) => match metrics::bind(addr).await {
+            Ok(listener) => {
+                let shown = listener.local_addr().map_or(addr, |a| a);
+                tracing::info!("Prometheus metrics on http://{shown}/metrics");
+                facts.metrics = Some(shown.to_string());
+                operator_tasks.push(metrics::spawn(listener, reports_tx.clone(), bridge.probe()));
+            }
+            Err(e) => tracing::error!("metrics.listen: cannot listen on {addr}: {e}; metrics off"),
+        },
+        // Validated with the configuration already.
+        Err(e) => tracing::error!("metrics.listen: {e}; metrics off"),
+    }
 
     let mut group_buf = vec![0u8; RECV_BUFFER];
     let mut unicast_buf = vec![0u8; RECV_BUFFER];
@@ -176,9 +233,13 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
                 on_recv(&mut node, Via::Unicast, r, &unicast_buf);
                 recv_more(&mut node, Via::Unicast, &sockets.unicast, &mut unicast_buf);
             }
+            Some(reply) = reports.recv() => {
+                let report = build_report(&node, &bridge, &version, &facts, &tally);
+                let _ = reply.send(report);
+            }
             msg = from_slips.recv() => match msg {
                 Some(raw) => {
-                    if on_slips(&mut node, &mut version, &raw) {
+                    if on_slips(&mut node, &mut version, &raw, &mut tally.from_slips) {
                         break StopCause::StopProcess;
                     }
                 }
@@ -202,11 +263,18 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
             &mut node,
             &sockets,
             &bridge,
+            guard.as_ref(),
             &version,
             &saver,
-            &mut send_errors,
+            &mut tally,
         );
     };
+    for task in operator_tasks {
+        task.abort();
+        // Dropping the control task removes its socket file.
+        let _ = task.await;
+    }
+    drop(reports_tx);
 
     tracing::info!(?cause, "closing: saying goodbye and saving the peer list");
     let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
@@ -215,9 +283,10 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         &mut node,
         &sockets,
         &bridge,
+        guard.as_ref(),
         &version,
         &saver,
-        &mut send_errors,
+        &mut tally,
     );
     // Further signals (Slips and the terminal both send SIGINT) are absorbed
     // by the handlers still installed; finish the goodbye regardless.
@@ -241,6 +310,22 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         routine = stats.dropped_total() - stats.dropped_unusual(),
         "stopped"
     );
+    let b = bridge.stats();
+    tracing::info!(
+        published = b.published,
+        dropped_outbox = b.dropped_outbox,
+        superseded_peer_updates = b.superseded_peer_updates,
+        "messages for Slips"
+    );
+    if let Some(g) = guard.as_ref().map(RequestGuard::stats) {
+        tracing::info!(
+            passed = g.passed,
+            request_unanswerable = g.unanswerable,
+            request_cache_unreadable = g.unreadable,
+            request_guard_full = g.full,
+            "requests from peers"
+        );
+    }
     if stats.dropped_total() > 0 || stats.bans > 0 {
         let by_reason: Vec<String> = stats
             .dropped
@@ -314,30 +399,130 @@ fn on_recv(node: &mut Node, via: Via, r: std::io::Result<(usize, SocketAddr)>, b
 }
 
 /// Handles one pygo message; true means `stop_process`.
-fn on_slips(node: &mut Node, version: &mut SlipsVersion, raw: &str) -> bool {
+fn on_slips(
+    node: &mut Node,
+    version: &mut SlipsVersion,
+    raw: &str,
+    counts: &mut FromSlipsCounts,
+) -> bool {
     let msg = match slips::parse_pygo(raw) {
         Ok(m) => m,
         Err(e) => {
+            counts.invalid += 1;
             tracing::warn!("ignored message from Slips: {e}");
             return false;
         }
     };
     if !version.accept(msg.version()) {
+        counts.other_version += 1;
         tracing::info!(
-            theirs = msg.version().unwrap_or(""),
+            theirs = %Untrusted(msg.version().unwrap_or("")),
             ours = version.value(),
             "ignored message from another Slips version"
         );
         return false;
     }
     match msg {
-        FromSlips::Stop { .. } => true,
+        FromSlips::Stop { .. } => {
+            counts.stop += 1;
+            true
+        }
         FromSlips::Send {
             message, recipient, ..
         } => {
+            match recipient {
+                slips::Recipient::All => counts.broadcast += 1,
+                slips::Recipient::Peer(_) => counts.directed += 1,
+            }
             node.handle_slips(now(), message, recipient);
             false
         }
+    }
+}
+
+/// Binds the control socket, unless disabled. Only another live pigeon
+/// stops the start; any other failure leaves pigeon running without it.
+async fn bind_control(
+    config: &Config,
+    base_dir: &Path,
+) -> Result<Option<control::ControlSocket>, RunError> {
+    if config.control.socket.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let path = base_dir.join(&config.control.socket);
+    match control::bind_waiting(&path, control::BUSY_WAIT).await {
+        Ok(s) => Ok(Some(s)),
+        Err(e @ control::ControlError::Busy(_)) => Err(RunError::Control(e)),
+        Err(e) => {
+            tracing::error!("{e}; `pigeon status` will not reach this pigeon");
+            Ok(None)
+        }
+    }
+}
+
+/// What the runtime counts for the operator view.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Datagrams the kernel did not take.
+    send_errors: SendErrors,
+    from_slips: FromSlipsCounts,
+    to_slips_go_data: u64,
+    to_slips_peer_update: u64,
+}
+
+/// Facts of this run for the operator view, fixed at start.
+#[derive(Debug)]
+struct Facts {
+    started: u64,
+    redis: String,
+    channel_gopy: String,
+    outbox_capacity: usize,
+    group: std::net::SocketAddrV4,
+    metrics: Option<String>,
+}
+
+/// The report `pigeon status` and the metrics show; `slips_subscribers`
+/// is filled in by the asking task (it needs a Redis round trip).
+fn build_report(
+    node: &Node,
+    bridge: &BridgeHandle,
+    version: &SlipsVersion,
+    facts: &Facts,
+    tally: &Tally,
+) -> StatusReport {
+    let b = bridge.stats();
+    let mut snapshot = node.status(now());
+    // The node starts a moment after the process: show the process' uptime.
+    snapshot.started_ms = facts.started.min(snapshot.started_ms);
+    StatusReport {
+        format: crate::status::FORMAT,
+        pigeon_version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid: std::process::id(),
+        health: Health {
+            redis: facts.redis.clone(),
+            redis_connected: b.connected,
+            redis_error: b.last_error,
+            redis_reconnects: b.reconnects,
+            channel_gopy: facts.channel_gopy.clone(),
+            slips_subscribers: None,
+            slips_version: version.value().to_owned(),
+            slips_version_source: match version.source() {
+                VersionSource::File => "file",
+                VersionSource::FirstMessage => "message",
+                VersionSource::Config => "config",
+            }
+            .to_owned(),
+            outbox_depth: b.outbox_len,
+            outbox_capacity: facts.outbox_capacity,
+            outbox_dropped: b.dropped_outbox,
+            to_slips_delivered: b.published,
+            to_slips_go_data: tally.to_slips_go_data,
+            to_slips_peer_update: tally.to_slips_peer_update,
+            from_slips: tally.from_slips,
+            group: facts.group,
+            metrics: facts.metrics.clone(),
+        },
+        node: snapshot,
     }
 }
 
@@ -345,9 +530,10 @@ fn carry_out(
     node: &mut Node,
     sockets: &Sockets,
     bridge: &BridgeHandle,
+    guard: Option<&RequestGuard>,
     version: &SlipsVersion,
     saver: &PeerSaver,
-    send_errors: &mut SendErrors,
+    tally: &mut Tally,
 ) {
     while let Some(action) = node.poll_action() {
         match action {
@@ -363,10 +549,27 @@ fn carry_out(
                 // lost like any other; the delivery layer repairs what
                 // matters.
                 if let Err(e) = sockets.unicast.try_send_to(&datagram, SocketAddr::V4(dest)) {
-                    send_errors.record(&dest, &e);
+                    tally.send_errors.record(&dest, &e);
                 }
             }
-            Action::ToSlips(m) => bridge.publish(m.to_json(version.value())),
+            Action::ToSlips(m) => match &m {
+                // Only the latest update about a peer matters: a newer one
+                // replaces the one still waiting (docs/SECURITY.md §7).
+                ToSlips::PeerUpdate { peerid, .. } => {
+                    tally.to_slips_peer_update += 1;
+                    bridge.publish_peer_update(peerid, m.to_json(version.value()));
+                }
+                ToSlips::GoData { request_ip, .. } => {
+                    tally.to_slips_go_data += 1;
+                    match (request_ip, guard) {
+                        // A request waits for the guard's verdict (off the loop).
+                        (Some(ip), Some(guard)) => {
+                            guard.submit(ip.clone(), m.to_json(version.value()));
+                        }
+                        _ => bridge.publish(m.to_json(version.value())),
+                    }
+                }
+            },
             Action::SavePeers(f) => saver.save(f),
         }
     }

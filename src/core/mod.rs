@@ -21,6 +21,7 @@ mod paths;
 pub mod peers;
 pub mod reliability;
 pub mod stats;
+pub mod status;
 
 use crate::config::DeliveryConfig;
 use crate::config::{BlamePolicy, Config};
@@ -37,7 +38,7 @@ use delivery::{MAX_DIRECTED_BACKOFF_MS, Outbox, Pending};
 use ed25519_dalek::SigningKey;
 use limits::{KeyedLimiter, Quota, TokenBucket};
 use paths::{Challenger, Ledger};
-use peers::{Peer, PeerState, PeerTable};
+use peers::{Peer, PeerState, PeerTable, PeerTraffic};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use reliability::{Observation, Reliability, ReliabilityParams};
@@ -285,6 +286,12 @@ pub struct Node {
     dirty: bool,
     last_save_ms: Millis,
     shut_down: bool,
+    /// The peer whose verified, fresh datagram is being handled (cleared
+    /// at the start of every input): drops meanwhile count against it in
+    /// the operator view.
+    handling_from: Option<ed25519_dalek::VerifyingKey>,
+    /// Monotonic time the node was created (uptime in the operator view).
+    started_ms: Millis,
 }
 
 impl std::fmt::Debug for Node {
@@ -349,6 +356,8 @@ impl Node {
             dirty: false,
             last_save_ms: t,
             shut_down: false,
+            handling_from: None,
+            started_ms: t,
             settings,
             params,
         };
@@ -433,6 +442,7 @@ impl Node {
             bucket: TokenBucket::full(self.settings.peer_quota, t),
             responses: TokenBucket::full(self.settings.response_quota, t),
             go_data: TokenBucket::full(GO_DATA_PEER_QUOTA, t),
+            traffic: PeerTraffic::default(),
         }
     }
 
@@ -482,6 +492,7 @@ impl Node {
 
     /// A datagram arrived from `src` on socket `via`.
     pub fn handle_datagram(&mut self, now: Now, via: Via, src: SocketAddr, data: &[u8]) {
+        self.handling_from = None;
         if self.shut_down {
             return;
         }
@@ -576,6 +587,8 @@ impl Node {
         }
         peer.last_heard_ms = t;
         peer.last_seen_ms = wall;
+        peer.traffic.datagrams_in += 1;
+        self.handling_from = Some(key);
         if !peer.bucket.take(quota, t) {
             self.drop(
                 t,
@@ -588,6 +601,7 @@ impl Node {
             self.mark_dirty();
         }
         self.stats.datagrams_accepted += 1;
+        self.stats.accepted_by_kind.add(verified.kind);
         match verified.kind {
             Kind::Announce => self.on_announce(t, src, data.len(), &verified),
             Kind::Goodbye => self.on_goodbye(&verified),
@@ -601,6 +615,7 @@ impl Node {
 
     /// Slips asked us to send `message` to `recipient`.
     pub fn handle_slips(&mut self, now: Now, message: String, recipient: Recipient) {
+        self.handling_from = None;
         if self.shut_down {
             return;
         }
@@ -707,12 +722,14 @@ impl Node {
             next_ms: t + d.directed_retry_ms,
             backoff_ms: d.directed_retry_ms,
             deadline_ms: t + d.directed_deadline_ms,
+            first_sent_ms: t,
         };
         self.outbox.pending.insert(id, pending);
     }
 
     /// Timers: announcements, answers, challenges, housekeeping, saving.
     pub fn handle_timeout(&mut self, now: Now) {
+        self.handling_from = None;
         if self.shut_down {
             return;
         }
@@ -819,6 +836,7 @@ impl Node {
     /// Says goodbye and saves the peer list. The node ignores every input
     /// afterwards.
     pub fn shutdown(&mut self, now: Now) {
+        self.handling_from = None;
         if self.shut_down {
             return;
         }
@@ -1242,17 +1260,15 @@ impl Node {
             peer.last_valid_payload_ms = t;
             self.observe(t, &v.key, reliability::VALID_PAYLOAD);
         }
-        let message = body
-            .payload
-            .strip_suffix('\n')
-            .unwrap_or(&body.payload)
-            .to_owned();
         tracing::info!(peer = %reporter, kind = ?valid.kind, ip = %valid.key, "received from peer");
         let report_time = secs(self.wall(t));
+        // Slips gets the payload re-encoded as Slips itself writes it
+        // (src/slips/payload.rs), never the peer's bytes.
         self.emit(ToSlips::GoData {
             reporter,
             report_time,
-            message,
+            request_ip: (valid.kind == PayloadKind::Request).then(|| valid.key.clone()),
+            message: valid.canonical,
         });
     }
 
@@ -1344,8 +1360,12 @@ impl Node {
             .pending
             .get(&body.id)
             .is_some_and(|p| p.to_key == *v.key.as_bytes())
+            && let Some(p) = self.outbox.pending.remove(&body.id)
         {
-            self.outbox.pending.remove(&body.id);
+            // Slips-to-Slips delivery time, as far as the sender sees it.
+            self.stats
+                .ack_delay
+                .observe(t.saturating_sub(p.first_sent_ms));
         }
     }
 
@@ -1615,6 +1635,7 @@ impl Node {
             Some(datagram) => {
                 self.seq += 1;
                 self.stats.datagrams_out += 1;
+                self.count_sent(to, kind);
                 self.actions.push_back(Action::Send { to, datagram });
                 true
             }
@@ -1737,6 +1758,7 @@ impl Node {
 
     fn drop(&mut self, t: Millis, reason: DropReason, detail: &dyn std::fmt::Display) {
         *self.stats.dropped.entry(reason).or_insert(0) += 1;
+        self.count_peer_drop(reason);
         self.drop_log.record(t, reason, detail);
     }
 }

@@ -106,6 +106,24 @@ pub struct Peer {
     pub responses: TokenBucket,
     /// Budget of its messages to Slips.
     pub go_data: TokenBucket,
+    /// Datagrams exchanged with it and dropped, this run (operator view).
+    pub traffic: PeerTraffic,
+}
+
+/// What one peer sent us and we sent it, this run (`pigeon status`). Only
+/// datagrams whose signature verified and that were not replays count, so
+/// nobody can inflate another peer's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerTraffic {
+    /// Its verified, fresh datagrams.
+    pub datagrams_in: u64,
+    /// Unicast datagrams we sent to its address (multicast goes to
+    /// everyone and counts only in the totals).
+    pub datagrams_out: u64,
+    /// Its verified, fresh datagrams dropped afterwards for a reason that
+    /// is not routine (rate, malformed body or payload, blame policy…;
+    /// not duplicates or messages for other peers).
+    pub drops: u64,
 }
 
 impl Peer {

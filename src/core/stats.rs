@@ -1,5 +1,7 @@
 //! Counters of what the node did and dropped, and rate-limited drop logs.
 
+use crate::untrusted::Untrusted;
+use crate::wire::Kind;
 use std::collections::BTreeMap;
 
 /// Why an input was dropped. Every variant is counted.
@@ -152,6 +154,13 @@ pub struct Stats {
     pub peer_updates_deferred: u64,
     /// Drops by reason.
     pub dropped: BTreeMap<DropReason, u64>,
+    // operator view (issue 13):
+    /// Accepted (verified, acted upon) datagrams by kind.
+    pub accepted_by_kind: KindCounts,
+    /// Sent datagrams by kind.
+    pub sent_by_kind: KindCounts,
+    /// Directed message first sent → acknowledged, milliseconds.
+    pub ack_delay: DelayHistogram,
 }
 
 impl Stats {
@@ -184,7 +193,12 @@ pub struct DropLog {
 
 impl DropLog {
     /// Records a drop; logs it if this reason was quiet long enough.
+    ///
+    /// `detail` often holds what a peer sent (addresses, ids, payload
+    /// fields): it is printed through [`Untrusted`], so it cannot break
+    /// the line or smuggle control characters into the log.
     pub fn record(&mut self, now_ms: u64, reason: DropReason, detail: &dyn std::fmt::Display) {
+        let detail = Untrusted(detail);
         if reason.is_routine() {
             tracing::debug!(reason = reason.as_str(), "dropped: {detail}");
             return;
@@ -216,6 +230,256 @@ impl DropLog {
                 );
                 *count = 0;
                 *last = now_ms.max(1);
+            }
+        }
+    }
+}
+
+// ----- operator view (issue 13): per-kind counters and delivery times -----
+
+impl DropReason {
+    /// Every reason, in declaration order (metrics list each, even at 0).
+    pub const ALL: [DropReason; 32] = [
+        Self::Oversized,
+        Self::BadFraming,
+        Self::BadHeader,
+        Self::BadVersion,
+        Self::WrongNetwork,
+        Self::BadKey,
+        Self::BadSignature,
+        Self::Own,
+        Self::Stale,
+        Self::Future,
+        Self::Replay,
+        Self::SourceRate,
+        Self::PeerRate,
+        Self::TableFull,
+        Self::BadBody,
+        Self::NotForUs,
+        Self::Duplicate,
+        Self::BadPayload,
+        Self::BlamePolicy,
+        Self::AddressMismatch,
+        Self::UnknownRecipient,
+        Self::TooLargeToSend,
+        Self::Banned,
+        Self::WrongChannel,
+        Self::UnknownPeer,
+        Self::NoCredit,
+        Self::BadNonce,
+        Self::NoSession,
+        Self::BeforeSession,
+        Self::OtherInstance,
+        Self::ReportsPeer,
+        Self::SlipsRate,
+    ];
+
+    /// Index in [`DropReason::ALL`]. Exhaustive, so a new reason does not
+    /// compile until it is added there too.
+    pub fn position(self) -> usize {
+        match self {
+            Self::Oversized => 0,
+            Self::BadFraming => 1,
+            Self::BadHeader => 2,
+            Self::BadVersion => 3,
+            Self::WrongNetwork => 4,
+            Self::BadKey => 5,
+            Self::BadSignature => 6,
+            Self::Own => 7,
+            Self::Stale => 8,
+            Self::Future => 9,
+            Self::Replay => 10,
+            Self::SourceRate => 11,
+            Self::PeerRate => 12,
+            Self::TableFull => 13,
+            Self::BadBody => 14,
+            Self::NotForUs => 15,
+            Self::Duplicate => 16,
+            Self::BadPayload => 17,
+            Self::BlamePolicy => 18,
+            Self::AddressMismatch => 19,
+            Self::UnknownRecipient => 20,
+            Self::TooLargeToSend => 21,
+            Self::Banned => 22,
+            Self::WrongChannel => 23,
+            Self::UnknownPeer => 24,
+            Self::NoCredit => 25,
+            Self::BadNonce => 26,
+            Self::NoSession => 27,
+            Self::BeforeSession => 28,
+            Self::OtherInstance => 29,
+            Self::ReportsPeer => 30,
+            Self::SlipsRate => 31,
+        }
+    }
+}
+
+/// Every datagram kind, in a fixed order (the index of [`KindCounts`]).
+pub const KINDS: [Kind; 8] = [
+    Kind::Announce,
+    Kind::Goodbye,
+    Kind::Data,
+    Kind::Ack,
+    Kind::Digest,
+    Kind::Nack,
+    Kind::Challenge,
+    Kind::Response,
+];
+
+/// Lower-case name of a kind, as on the wire.
+pub fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Announce => "announce",
+        Kind::Goodbye => "goodbye",
+        Kind::Data => "data",
+        Kind::Ack => "ack",
+        Kind::Digest => "digest",
+        Kind::Nack => "nack",
+        Kind::Challenge => "challenge",
+        Kind::Response => "response",
+    }
+}
+
+/// One counter per datagram kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindCounts([u64; KINDS.len()]);
+
+impl KindCounts {
+    fn index(kind: Kind) -> usize {
+        KINDS.iter().position(|k| *k == kind).unwrap_or(0)
+    }
+
+    /// Counts one datagram of `kind`.
+    pub fn add(&mut self, kind: Kind) {
+        self.0[Self::index(kind)] += 1;
+    }
+
+    /// The count of `kind`.
+    pub fn get(&self, kind: Kind) -> u64 {
+        self.0[Self::index(kind)]
+    }
+}
+
+/// Upper bounds (milliseconds) of the buckets of [`DelayHistogram`]. A LAN
+/// round trip is well under a millisecond; retransmissions come 100 ms
+/// apart and give up after `delivery.directed_deadline_ms` (1.5 s).
+pub const DELAY_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 1500, 2500];
+
+/// Cumulative-ready histogram of delays in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DelayHistogram {
+    /// Observations per bucket (not cumulative); the last slot is `+Inf`.
+    pub buckets: [u64; DELAY_BUCKETS_MS.len() + 1],
+    /// Sum of the observed delays, milliseconds.
+    pub sum_ms: u64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl DelayHistogram {
+    /// Records one delay.
+    pub fn observe(&mut self, ms: u64) {
+        let i = DELAY_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(DELAY_BUCKETS_MS.len());
+        self.buckets[i] += 1;
+        self.sum_ms = self.sum_ms.saturating_add(ms);
+        self.count += 1;
+    }
+}
+
+#[cfg(test)]
+mod operator_tests {
+    use super::*;
+
+    #[test]
+    fn delay_histogram_puts_each_delay_in_its_bucket() {
+        let mut h = DelayHistogram::default();
+        for ms in [0, 1, 2, 3, 2500, 2501] {
+            h.observe(ms);
+        }
+        assert_eq!(h.buckets[0], 2, "0 and 1 ms are <= 1 ms");
+        assert_eq!(h.buckets[1], 1);
+        assert_eq!(h.buckets[2], 1, "3 ms is <= 5 ms");
+        assert_eq!(h.buckets[DELAY_BUCKETS_MS.len() - 1], 1);
+        assert_eq!(h.buckets[DELAY_BUCKETS_MS.len()], 1, "+Inf");
+        assert_eq!((h.count, h.sum_ms), (6, 5007));
+    }
+
+    #[test]
+    fn every_drop_reason_is_listed_once() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.position(), i, "{}", r.as_str());
+        }
+    }
+
+    #[test]
+    fn kind_counts_count_each_kind_apart() {
+        let mut c = KindCounts::default();
+        c.add(Kind::Ack);
+        c.add(Kind::Ack);
+        c.add(Kind::Nack);
+        assert_eq!(c.get(Kind::Ack), 2);
+        assert_eq!(c.get(Kind::Nack), 1);
+        assert_eq!(c.get(Kind::Data), 0);
+        assert_eq!(KINDS.map(kind_name).len(), 8);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Collects what a real tracing-subscriber formatter writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(f: impl FnOnce()) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// Every hostile string a peer can put in a drop detail comes out as
+    /// one line of printable ASCII.
+    #[test]
+    fn drop_details_are_escaped_in_the_log() {
+        let hostile = [
+            "fe80::1%x\n2026-12-01T00:00:00Z  WARN pigeon: [ALERT] forged",
+            "a\rb",
+            "a\0b",
+            "a\u{1b}[31mred",
+            "ü\u{202e}",
+        ];
+        for h in hostile {
+            for reason in [DropReason::BadPayload, DropReason::Duplicate] {
+                let text = logged(|| {
+                    let mut log = DropLog::default();
+                    log.record(1, reason, &format_args!("blame about {h} from x"));
+                });
+                assert_eq!(text.lines().count(), 1, "{text:?}");
+                let line = text.trim_end_matches('\n');
+                assert!(line.bytes().all(|b| (b' '..=b'~').contains(&b)), "{line:?}");
+                assert!(line.contains("blame about "), "{line:?}");
             }
         }
     }

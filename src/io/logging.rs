@@ -11,8 +11,19 @@
 //!   rather than losing evidence.
 //!
 //! The filter is `log.level`, or `RUST_LOG` when set.
+//!
+//! Slips runs pigeon with umask 0. Whatever the umask, the log directory is
+//! made 0700 and the log files 0600 ([`secure_dir`]), before anything is
+//! opened in it; `main` also sets umask 077 first ([`private_umask`]), so
+//! the files rotation creates later are 0600 too. tracing-appender opens
+//! its files by name (following symlinks), so nothing planted in the
+//! directory while it was open to others is kept: symlinks and files that
+//! are not ours (other owner, hard links) among the log files are removed
+//! before the appender starts, and once the directory is 0700 nobody else
+//! can plant new ones.
 
 use crate::config::LogConfig;
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
@@ -69,6 +80,16 @@ pub enum LoggingError {
         #[source]
         source: tracing_appender::rolling::InitError,
     },
+    /// The log directory's mode cannot be made 0700, or a planted entry
+    /// cannot be removed.
+    #[error("log directory {}: cannot make it private: {source}", path.display())]
+    Secure {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// `log.level` or `RUST_LOG` is not a valid filter.
     #[error("{origin}: not a valid tracing filter \"{value}\": {reason}")]
     Filter {
@@ -97,7 +118,15 @@ pub fn init(cfg: &LogConfig, base_dir: &Path) -> Result<LogGuard, LoggingError> 
     };
     // Create it first: tracing-appender prunes before creating the file and
     // complains on stderr about a missing directory.
-    std::fs::create_dir_all(&dir).map_err(|source| LoggingError::CreateDir {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|source| LoggingError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
+    let mut warnings: Vec<String> = secure_dir(&dir).map_err(|source| LoggingError::Secure {
         path: dir.clone(),
         source,
     })?;
@@ -105,7 +134,6 @@ pub fn init(cfg: &LogConfig, base_dir: &Path) -> Result<LogGuard, LoggingError> 
     // inside `dir` and dangle.
     let dir = std::path::absolute(&dir).unwrap_or(dir);
 
-    let mut warnings: Vec<String> = Vec::new();
     let keep = cfg.keep_days.saturating_add(1);
     let builder = || {
         RollingFileAppender::builder()
@@ -173,6 +201,67 @@ pub fn init(cfg: &LogConfig, base_dir: &Path) -> Result<LogGuard, LoggingError> 
     })
 }
 
+/// Sets the process umask to 077: files and directories pigeon creates are
+/// for its user only, whatever it inherited (Slips runs it with umask 0).
+/// Returns the previous umask.
+pub fn private_umask() -> u32 {
+    use nix::sys::stat::{Mode, umask};
+    umask(Mode::from_bits_truncate(0o077)).bits()
+}
+
+/// Makes the log directory `dir` private (0700) and its log files 0600,
+/// and removes what was planted among the log files: symlinks (other than
+/// tracing-appender's own `p2p.log`, which it replaces itself and never
+/// writes through) and files that are not ours or have other hard links.
+/// Returns warnings to log once logging runs.
+fn secure_dir(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.file_type().is_symlink() {
+        warnings.push(format!(
+            "{} is a symlink; its target's mode is set to 0700",
+            dir.display()
+        ));
+    }
+    let meta = std::fs::metadata(dir)?;
+    if meta.permissions().mode() & 0o7777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with(PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        let m = std::fs::symlink_metadata(&path)?;
+        let planted = if m.file_type().is_symlink() {
+            (name != PREFIX).then_some("a symlink")
+        } else if !m.file_type().is_file() {
+            None
+        } else if m.uid() != me {
+            Some("owned by another user")
+        } else if m.nlink() > 1 {
+            Some("hard-linked elsewhere")
+        } else {
+            if m.permissions().mode() & 0o7777 != 0o600 {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            None
+        };
+        if let Some(what) = planted {
+            std::fs::remove_file(&path)?;
+            warnings.push(format!(
+                "removed {}: {what}, not a log file of ours (never written through)",
+                path.display()
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
 /// `RUST_LOG` if set and not empty, else `log.level`.
 fn make_filter(cfg: &LogConfig) -> Result<EnvFilter, LoggingError> {
     let (origin, value) = match std::env::var(EnvFilter::DEFAULT_ENV) {
@@ -235,6 +324,41 @@ mod tests {
         let link = dir.join("p2p.log");
         assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
         assert_eq!(std::fs::read_to_string(&link).unwrap(), text);
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Under umask 0 a directory of 0777 and files of 0666 are tightened,
+    /// and a symlink planted as today's file is removed, its target
+    /// untouched.
+    #[test]
+    fn log_dir_is_made_private_and_planted_links_removed() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("logs");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let old = dir.join("p2p.log.2000-01-01");
+        std::fs::write(&old, "old\n").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let victim = base.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let planted = dir.join(format!("p2p.log.{}", today_utc()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let hard = dir.join("p2p.log.2000-01-02");
+        std::fs::hard_link(&victim, &hard).unwrap();
+        let unrelated = dir.join("notes.txt");
+        std::fs::write(&unrelated, "x").unwrap();
+
+        let warnings = secure_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&old), 0o600);
+        assert!(std::fs::symlink_metadata(&planted).is_err(), "{warnings:?}");
+        assert!(std::fs::symlink_metadata(&hard).is_err(), "{warnings:?}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert!(unrelated.exists());
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
     }
 
     #[test]

@@ -26,7 +26,10 @@
 //!   (Redis just restarted and Slips has not resubscribed yet) messages are
 //!   held. The Go Pigeon published and forgot; holding is deliberate. When
 //!   the outbox is full the *oldest* message is dropped: recent peer
-//!   updates supersede old ones.
+//!   updates supersede old ones. At most one `peer_update` per peer id
+//!   waits in the outbox: a newer one takes the older one's place
+//!   ([`BridgeHandle::publish_peer_update`]), so churn of one peer cannot
+//!   fill the outbox or Slips' channel.
 //! * Delivery is at least once: a `PUBLISH` whose reply is lost (timeout,
 //!   connection cut between execution and reply) is sent again.
 //! * `localhost` may resolve to `::1` first while Slips' Redis listens on
@@ -35,7 +38,7 @@
 //!   connection is rebuilt).
 //! * The password never appears in logs, errors or `Debug` output.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -620,6 +623,8 @@ pub struct BridgeStats {
     pub published: u64,
     /// Messages for Slips dropped because the outbox was full.
     pub dropped_outbox: u64,
+    /// Pending `peer_update`s replaced by a newer one for the same peer.
+    pub superseded_peer_updates: u64,
     /// Times the connection came back after being lost (the first
     /// connection is not counted).
     pub reconnects: u64,
@@ -669,10 +674,27 @@ impl BridgeHandle {
     /// if the outbox is full, the oldest queued message is dropped and
     /// counted (warned about at most every 5 s).
     pub fn publish(&self, payload: String) {
+        self.enqueue(payload, None);
+    }
+
+    /// Queues a `peer_update` about `peer_id`: if one about the same peer
+    /// is still waiting, this one replaces it (in its place in the queue);
+    /// else as [`Self::publish`].
+    pub fn publish_peer_update(&self, peer_id: &str, payload: String) {
+        self.enqueue(payload, Some(peer_id));
+    }
+
+    fn enqueue(&self, payload: String, peer: Option<&str>) {
         let shared = &self.inner.shared;
-        let dropped = shared.outbox().push(payload);
-        if dropped {
-            shared.dropped_outbox.fetch_add(1, Ordering::Relaxed);
+        let pushed = shared.outbox().push_keyed(payload, peer);
+        match pushed {
+            Pushed::DroppedOldest => {
+                shared.dropped_outbox.fetch_add(1, Ordering::Relaxed);
+            }
+            Pushed::Replaced => {
+                shared.superseded.fetch_add(1, Ordering::Relaxed);
+            }
+            Pushed::Appended => {}
         }
         shared.outbox_changed.notify_one();
     }
@@ -715,6 +737,7 @@ impl BridgeHandle {
         BridgeStats {
             published: shared.published.load(Ordering::Relaxed),
             dropped_outbox: shared.dropped_outbox.load(Ordering::Relaxed),
+            superseded_peer_updates: shared.superseded.load(Ordering::Relaxed),
             reconnects: shared.reconnects.load(Ordering::Relaxed),
             connected: shared.conn.borrow().is_some(),
             outbox_len: shared.outbox().queue.len(),
@@ -740,6 +763,58 @@ impl BridgeHandle {
                 return shared.outbox().queue.is_empty();
             }
         }
+    }
+}
+
+impl BridgeHandle {
+    /// A read-only view of the bridge for the operator view (issue 13): it
+    /// does not keep the bridge running, unlike a handle.
+    pub fn probe(&self) -> BridgeProbe {
+        BridgeProbe {
+            shared: Arc::clone(&self.inner.shared),
+        }
+    }
+}
+
+/// Asks the bridge's state and Redis itself, for `pigeon status` and the
+/// metrics (see [`BridgeHandle::probe`]).
+#[derive(Clone)]
+pub struct BridgeProbe {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for BridgeProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BridgeProbe").finish_non_exhaustive()
+    }
+}
+
+impl BridgeProbe {
+    /// Subscribers of `channel_gopy` right now (`PUBSUB NUMSUB`): at least
+    /// 1 while Slips listens. `None` if Redis is not connected or does not
+    /// answer within the command timeout.
+    pub async fn gopy_subscribers(&self) -> Option<u64> {
+        let mut manager = self.shared.conn.borrow().clone()?;
+        let reply = bounded(
+            "PUBSUB NUMSUB",
+            redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&self.shared.channel_gopy)
+                .query_async::<Vec<(String, u64)>>(&mut manager),
+        )
+        .await;
+        match reply {
+            Ok(pairs) => pairs.into_iter().next().map(|(_, n)| n),
+            Err(e) => {
+                debug!(error = %e, "PUBSUB NUMSUB failed");
+                None
+            }
+        }
+    }
+
+    /// The channel Slips listens on.
+    pub fn channel_gopy(&self) -> &str {
+        &self.shared.channel_gopy
     }
 }
 
@@ -791,6 +866,7 @@ pub async fn start(
         last_error: Mutex::new(None),
         published: AtomicU64::new(0),
         dropped_outbox: AtomicU64::new(0),
+        superseded: AtomicU64::new(0),
         reconnects: AtomicU64::new(0),
         received: AtomicU64::new(0),
         dropped_non_utf8: AtomicU64::new(0),
@@ -845,6 +921,8 @@ struct Shared {
     published: AtomicU64,
     /// See [`BridgeStats::dropped_outbox`].
     dropped_outbox: AtomicU64,
+    /// See [`BridgeStats::superseded_peer_updates`].
+    superseded: AtomicU64,
     /// See [`BridgeStats::reconnects`].
     reconnects: AtomicU64,
     /// See [`BridgeStats::received`].
@@ -876,13 +954,17 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner) = error;
     }
 
-    /// The oldest queued message, without removing it.
-    fn head(&self) -> Option<(u64, String)> {
-        self.outbox().queue.front().cloned()
+    /// The oldest queued message, without removing it: `(seq, revision,
+    /// payload)`.
+    fn head(&self) -> Option<(u64, u64, String)> {
+        self.outbox()
+            .queue
+            .front()
+            .map(|e| (e.seq, e.rev, e.payload.clone()))
     }
 
     /// Waits for a message to deliver.
-    async fn next_outgoing(&self) -> (u64, String) {
+    async fn next_outgoing(&self) -> (u64, u64, String) {
         loop {
             if let Some(head) = self.head() {
                 return head;
@@ -891,28 +973,53 @@ impl Shared {
         }
     }
 
-    /// Removes message `seq` after delivery, unless overflow already
-    /// dropped it while the `PUBLISH` was in flight.
-    fn delivered(&self, seq: u64) {
-        {
-            let mut outbox = self.outbox();
-            if outbox.queue.front().is_some_and(|(s, _)| *s == seq) {
-                outbox.queue.pop_front();
-            }
-        }
+    /// Removes message `seq` after delivery of its revision `rev`, unless
+    /// overflow already dropped it or a newer `peer_update` replaced it
+    /// while the `PUBLISH` was in flight (the newer one is then delivered
+    /// next).
+    fn delivered(&self, seq: u64, rev: u64) {
+        self.outbox().delivered(seq, rev);
         self.published.fetch_add(1, Ordering::Relaxed);
         self.drained.notify_waiters();
     }
 }
 
+/// One message waiting for Slips.
+struct Entry {
+    /// Position: consecutive from the head of the queue.
+    seq: u64,
+    /// Changes when a newer `peer_update` replaces the payload.
+    rev: u64,
+    payload: String,
+    /// The peer a `peer_update` is about.
+    peer: Option<String>,
+}
+
+/// What [`Outbox::push_keyed`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pushed {
+    /// Queued at the end.
+    Appended,
+    /// Queued at the end; the oldest message was dropped to make room.
+    DroppedOldest,
+    /// Replaced the pending `peer_update` about the same peer.
+    Replaced,
+}
+
 /// The bounded queue of messages for Slips.
 struct Outbox {
-    /// Messages with increasing sequence numbers, oldest first.
-    queue: VecDeque<(u64, String)>,
+    /// Messages with consecutive sequence numbers, oldest first (only the
+    /// head is ever removed, so `seq - head.seq` is an index).
+    queue: VecDeque<Entry>,
     /// Sequence number of the next message: lets the delivery task tell
     /// whether the head it published is still the head (overflow may have
     /// dropped it meanwhile).
     next_seq: u64,
+    /// Revision of the next payload written.
+    next_rev: u64,
+    /// The queued `peer_update` of each peer: peer id -> seq. At most
+    /// `capacity` entries.
+    pending_updates: HashMap<String, u64>,
     /// Most messages kept.
     capacity: usize,
     /// Drops not yet reported in a log line.
@@ -926,6 +1033,8 @@ impl Outbox {
         Self {
             queue: VecDeque::new(),
             next_seq: 0,
+            next_rev: 0,
+            pending_updates: HashMap::new(),
             capacity,
             unreported_drops: 0,
             drop_log: RateLimit::new(LOG_INTERVAL),
@@ -933,15 +1042,41 @@ impl Outbox {
     }
 
     /// Appends a message; returns whether the oldest had to be dropped.
+    #[cfg(test)]
     fn push(&mut self, payload: String) -> bool {
+        self.push_keyed(payload, None) == Pushed::DroppedOldest
+    }
+
+    /// Queues a message; a `peer_update` about `peer` replaces the one
+    /// still queued about the same peer, in its place.
+    fn push_keyed(&mut self, payload: String, peer: Option<&str>) -> Pushed {
+        let rev = self.next_rev;
+        self.next_rev += 1;
+        if let Some(peer) = peer
+            && let Some(&seq) = self.pending_updates.get(peer)
+            && let Some(entry) = self.entry_mut(seq)
+        {
+            entry.payload = payload;
+            entry.rev = rev;
+            return Pushed::Replaced;
+        }
         let mut dropped = false;
         while self.queue.len() >= self.capacity {
-            self.queue.pop_front();
+            self.pop_head();
             self.unreported_drops += 1;
             dropped = true;
         }
-        self.queue.push_back((self.next_seq, payload));
+        let seq = self.next_seq;
         self.next_seq += 1;
+        if let Some(peer) = peer {
+            self.pending_updates.insert(peer.to_owned(), seq);
+        }
+        self.queue.push_back(Entry {
+            seq,
+            rev,
+            payload,
+            peer: peer.map(str::to_owned),
+        });
         if dropped && self.drop_log.ready() {
             warn!(
                 dropped = self.unreported_drops,
@@ -951,7 +1086,37 @@ impl Outbox {
             );
             self.unreported_drops = 0;
         }
-        dropped
+        if dropped {
+            Pushed::DroppedOldest
+        } else {
+            Pushed::Appended
+        }
+    }
+
+    fn entry_mut(&mut self, seq: u64) -> Option<&mut Entry> {
+        let head = self.queue.front()?.seq;
+        let index = usize::try_from(seq.checked_sub(head)?).ok()?;
+        self.queue.get_mut(index).filter(|e| e.seq == seq)
+    }
+
+    fn pop_head(&mut self) {
+        if let Some(e) = self.queue.pop_front()
+            && let Some(peer) = e.peer
+            && self.pending_updates.get(&peer) == Some(&e.seq)
+        {
+            self.pending_updates.remove(&peer);
+        }
+    }
+
+    /// See [`Shared::delivered`].
+    fn delivered(&mut self, seq: u64, rev: u64) {
+        if self
+            .queue
+            .front()
+            .is_some_and(|e| e.seq == seq && e.rev == rev)
+        {
+            self.pop_head();
+        }
     }
 }
 
@@ -1168,6 +1333,29 @@ struct Established {
     pushes: mpsc::UnboundedReceiver<PushInfo>,
     /// The address actually used, for logs.
     peer: String,
+}
+
+/// A plain (non-pub/sub) connection to `target`, trying every resolved
+/// address as the bridge does; for other readers of Slips' Redis (the
+/// request guard's cache reads). The error text never holds the password.
+pub(crate) async fn plain_connection(
+    target: &RedisTarget,
+    password: Option<&str>,
+) -> Result<redis::aio::MultiplexedConnection, String> {
+    let open = async {
+        let (addr, _) = reachable_addr(&target.endpoint).await?;
+        let mut redis_info = RedisConnectionInfo::default().set_db(target.db);
+        if let Some(user) = &target.username {
+            redis_info = redis_info.set_username(user);
+        }
+        if let Some(password) = password {
+            redis_info = redis_info.set_password(password);
+        }
+        let info = addr.into_connection_info()?.set_redis_settings(redis_info);
+        let client = redis::Client::open(info)?;
+        bounded("connect", client.get_multiplexed_async_connection()).await
+    };
+    open.await.map_err(|e: LinkError| e.to_string())
 }
 
 /// Connects to Redis, builds a reconnecting manager and subscribes.
@@ -1533,7 +1721,7 @@ async fn deliver(shared: Arc<Shared>, mut shutdown: watch::Receiver<()>) {
     let mut error_log = RateLimit::new(LOG_INTERVAL);
     let mut holding = false;
     loop {
-        let Some((seq, payload)) = until_shutdown(&mut shutdown, shared.next_outgoing()).await
+        let Some((seq, rev, payload)) = until_shutdown(&mut shutdown, shared.next_outgoing()).await
         else {
             return;
         };
@@ -1557,7 +1745,7 @@ async fn deliver(shared: Arc<Shared>, mut shutdown: watch::Receiver<()>) {
         .await;
         let delay = match result {
             Ok(receivers) if receivers > 0 => {
-                shared.delivered(seq);
+                shared.delivered(seq, rev);
                 retry.reset();
                 no_subscriber.reset();
                 if holding {
@@ -1907,10 +2095,69 @@ mod tests {
             let dropped = outbox.push(i.to_string());
             assert_eq!(dropped, i >= 3);
         }
-        let kept: Vec<_> = outbox.queue.iter().map(|(_, p)| p.as_str()).collect();
+        let kept: Vec<_> = outbox.queue.iter().map(|e| e.payload.as_str()).collect();
         assert_eq!(kept, ["2", "3", "4"]);
-        let seqs: Vec<_> = outbox.queue.iter().map(|(s, _)| *s).collect();
+        let seqs: Vec<_> = outbox.queue.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [2, 3, 4]);
+    }
+
+    fn payloads(outbox: &Outbox) -> Vec<&str> {
+        outbox.queue.iter().map(|e| e.payload.as_str()).collect()
+    }
+
+    /// A newer peer_update about a peer replaces the pending one, in its
+    /// place; other peers and other messages are untouched.
+    #[test]
+    fn outbox_keeps_one_peer_update_per_peer() {
+        let mut outbox = Outbox::new(100);
+        assert_eq!(outbox.push_keyed("a1".into(), Some("A")), Pushed::Appended);
+        assert_eq!(outbox.push_keyed("data1".into(), None), Pushed::Appended);
+        assert_eq!(outbox.push_keyed("b1".into(), Some("B")), Pushed::Appended);
+        for i in 2..=300 {
+            assert_eq!(
+                outbox.push_keyed(format!("a{i}"), Some("A")),
+                Pushed::Replaced
+            );
+        }
+        assert_eq!(outbox.push_keyed("data2".into(), None), Pushed::Appended);
+        assert_eq!(payloads(&outbox), ["a300", "data1", "b1", "data2"]);
+        assert_eq!(outbox.pending_updates.len(), 2);
+    }
+
+    /// Once delivered, a peer's next update queues anew; one replaced
+    /// while its PUBLISH was in flight stays queued and goes next.
+    #[test]
+    fn outbox_peer_update_in_flight_is_not_lost() {
+        let mut outbox = Outbox::new(10);
+        outbox.push_keyed("a1".into(), Some("A"));
+        let (seq, rev) = (outbox.queue[0].seq, outbox.queue[0].rev);
+        // "a1" is being published; "a2" replaces it meanwhile.
+        assert_eq!(outbox.push_keyed("a2".into(), Some("A")), Pushed::Replaced);
+        outbox.delivered(seq, rev);
+        assert_eq!(payloads(&outbox), ["a2"]);
+        let (seq, rev) = (outbox.queue[0].seq, outbox.queue[0].rev);
+        outbox.delivered(seq, rev);
+        assert!(outbox.queue.is_empty() && outbox.pending_updates.is_empty());
+        assert_eq!(outbox.push_keyed("a3".into(), Some("A")), Pushed::Appended);
+        assert_eq!(payloads(&outbox), ["a3"]);
+    }
+
+    /// Overflow forgets the dropped update, so the peer's next one is
+    /// queued rather than lost.
+    #[test]
+    fn outbox_overflow_forgets_dropped_peer_updates() {
+        let mut outbox = Outbox::new(2);
+        outbox.push_keyed("a1".into(), Some("A"));
+        outbox.push_keyed("x".into(), None);
+        assert_eq!(outbox.push_keyed("y".into(), None), Pushed::DroppedOldest);
+        assert!(outbox.pending_updates.is_empty());
+        assert_eq!(
+            outbox.push_keyed("a2".into(), Some("A")),
+            Pushed::DroppedOldest
+        );
+        assert_eq!(payloads(&outbox), ["y", "a2"]);
+        assert_eq!(outbox.push_keyed("a3".into(), Some("A")), Pushed::Replaced);
+        assert_eq!(payloads(&outbox), ["y", "a3"]);
     }
 
     #[test]

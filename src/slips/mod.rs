@@ -7,6 +7,7 @@
 
 pub mod payload;
 pub mod python;
+pub mod request_guard;
 
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -122,8 +123,12 @@ pub enum ToSlips {
         /// Local receive time, Unix seconds. Never the sender's clock:
         /// Slips drops anything in its future.
         report_time: i64,
-        /// The base64 payload as received.
+        /// The base64 payload, re-encoded canonically.
         message: String,
+        /// For a `request`: the IP it asks about. Not sent to Slips; the
+        /// runtime delivers the request only if Slips can answer it
+        /// (`io::slips_cache`).
+        request_ip: Option<String>,
     },
     /// What we know about a peer.
     PeerUpdate {
@@ -170,6 +175,7 @@ impl ToSlips {
                 reporter,
                 report_time,
                 message,
+                ..
             } => serde_json::to_string(&Envelope {
                 message_type: "go_data",
                 message_contents: GoDataContents {
@@ -340,6 +346,7 @@ mod tests {
             reporter: "12D3KooWx".into(),
             report_time: 1_700_000_000,
             message: "eyJ9".into(),
+            request_ip: Some("1.2.3.4".into()),
         };
         assert_eq!(
             g.to_json("1.1.21"),

@@ -4,10 +4,17 @@
 //! text, base64 of `1` or `[1]`, `null` scores…) and blocks blamed IPs
 //! without any check. A payload is forwarded only if it is ASCII standard
 //! base64 of a JSON object that is a well-formed request, report or blame.
+//!
+//! What Slips then receives is not the peer's bytes but [`ValidPayload::
+//! canonical`]: the same message re-encoded exactly as Slips' own
+//! `json.dumps` + base64 writes it, with only the fields Slips reads. A
+//! peer cannot slip extra fields, odd key types or unusual encodings
+//! through (Slips publishes a forwarded blame's whole dict on `new_blame`).
 
+use super::python::{self, Evaluation};
 use base64::Engine as _;
 use base64::prelude::BASE64_STANDARD;
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 use std::net::IpAddr;
 
 /// What a valid payload is.
@@ -61,8 +68,49 @@ pub enum PayloadError {
 pub struct ValidPayload {
     /// Request, report or blame.
     pub kind: PayloadKind,
-    /// The IP address it is about, as written.
+    /// The IP address it is about, as written (see [`is_ip`] for its
+    /// alphabet).
     pub key: String,
+    /// What Slips gets: base64 of the payload as Slips' `json.dumps` would
+    /// have written it, with only `message_type`, `key_type`, `key`,
+    /// `evaluation_type` and (not for requests) `evaluation` holding
+    /// `score` and `confidence`.
+    pub canonical: String,
+}
+
+impl ValidPayload {
+    fn new(kind: PayloadKind, key: &str, evaluation: Option<(&Number, &Number)>) -> Self {
+        let (score, confidence) = match evaluation {
+            Some((s, c)) => (py_number(s), py_number(c)),
+            None => (String::new(), String::new()),
+        };
+        let evaluation = match (kind, evaluation) {
+            (PayloadKind::Request, _) => Evaluation::Absent,
+            (_, None) => Evaluation::Null,
+            (_, Some(_)) => Evaluation::ScoreConfidence(&score, &confidence),
+        };
+        let message_type = match kind {
+            PayloadKind::Request => "request",
+            PayloadKind::Report => "report",
+            PayloadKind::Blame => "blame",
+        };
+        let json = python::go_message(message_type, key, evaluation);
+        Self {
+            kind,
+            key: key.to_owned(),
+            canonical: BASE64_STANDARD.encode(json),
+        }
+    }
+}
+
+/// A JSON number as Python's `json.dumps` writes the value `json.loads`
+/// made of it: integers as integers, anything else as a float `repr`.
+fn py_number(n: &Number) -> String {
+    if n.is_i64() || n.is_u64() {
+        n.to_string()
+    } else {
+        python::py_float_repr(n.as_f64().unwrap_or(f64::NAN))
+    }
 }
 
 /// Checks one base64 payload (one trailing `\n` tolerated, as the Go
@@ -94,43 +142,58 @@ pub fn validate(b64: &str) -> Result<ValidPayload, PayloadError> {
     if obj.get("evaluation_type").and_then(Value::as_str) != Some("score_confidence") {
         return Err(PayloadError::BadEvaluationType);
     }
-    match (kind, obj.get("evaluation")) {
-        (PayloadKind::Request, _) => {}
-        (PayloadKind::Report, Some(Value::Null)) => {}
-        (_, Some(Value::Object(eval))) => check_evaluation(eval)?,
+    let evaluation = match (kind, obj.get("evaluation")) {
+        (PayloadKind::Request, _) => None,
+        (PayloadKind::Report, Some(Value::Null)) => None,
+        (_, Some(Value::Object(eval))) => Some(check_evaluation(eval)?),
         _ => return Err(PayloadError::BadEvaluation),
-    }
-    Ok(ValidPayload {
-        kind,
-        key: key.to_owned(),
-    })
-}
-
-fn check_evaluation(eval: &Map<String, Value>) -> Result<(), PayloadError> {
-    let in_range = |v: Option<&Value>, lo: f64, hi: f64| {
-        v.filter(|v| v.is_number())
-            .and_then(Value::as_f64)
-            .is_some_and(|x| x.is_finite() && (lo..=hi).contains(&x))
     };
-    if !in_range(eval.get("score"), -1.0, 1.0) {
-        return Err(PayloadError::BadScore);
-    }
-    if !in_range(eval.get("confidence"), 0.0, 1.0) {
-        return Err(PayloadError::BadConfidence);
-    }
-    Ok(())
+    Ok(ValidPayload::new(kind, key, evaluation))
 }
 
-/// An IP address as Python's `ipaddress.ip_address` accepts it from a
-/// string: IPv4, IPv6, or IPv6 with a `%scope`.
+/// `(score, confidence)` if both are finite numbers in range.
+fn check_evaluation(eval: &Map<String, Value>) -> Result<(&Number, &Number), PayloadError> {
+    fn in_range(v: Option<&Value>, lo: f64, hi: f64) -> Option<&Number> {
+        match v {
+            Some(Value::Number(n))
+                if n.as_f64()
+                    .is_some_and(|x| x.is_finite() && (lo..=hi).contains(&x)) =>
+            {
+                Some(n)
+            }
+            _ => None,
+        }
+    }
+    let score = in_range(eval.get("score"), -1.0, 1.0).ok_or(PayloadError::BadScore)?;
+    let confidence =
+        in_range(eval.get("confidence"), 0.0, 1.0).ok_or(PayloadError::BadConfidence)?;
+    Ok((score, confidence))
+}
+
+/// Longest IPv6 zone accepted: a Linux interface name (`IFNAMSIZ` 16,
+/// including the terminating NUL).
+pub const MAX_ZONE_LEN: usize = 15;
+
+/// Whether `zone` can be an interface name: 1 to [`MAX_ZONE_LEN`]
+/// characters of `[A-Za-z0-9._-]`. Python's `ipaddress` accepts any
+/// non-empty text after `%`, newlines and NUL included; we do not.
+pub fn is_zone(zone: &str) -> bool {
+    (1..=MAX_ZONE_LEN).contains(&zone.len())
+        && zone
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// An IP address that Python's `ipaddress.ip_address` accepts from a
+/// string: IPv4, IPv6, or IPv6 with a `%zone` that [`is_zone`] accepts.
+/// The alphabet is therefore `[0-9A-Fa-f.:]` before the `%` and
+/// `[A-Za-z0-9._-]` after it.
 pub fn is_ip(s: &str) -> bool {
     if s.parse::<IpAddr>().is_ok() {
         return true;
     }
     match s.split_once('%') {
-        Some((addr, scope)) => {
-            !scope.is_empty() && !scope.contains('%') && addr.parse::<std::net::Ipv6Addr>().is_ok()
-        }
+        Some((addr, zone)) => is_zone(zone) && addr.parse::<std::net::Ipv6Addr>().is_ok(),
         None => false,
     }
 }
@@ -244,6 +307,93 @@ mod tests {
         }
     }
 
+    /// A zone is an interface name: nothing that can end a log line or
+    /// carry a terminal escape reaches Slips or the log.
+    #[test]
+    fn hostile_zones_are_refused() {
+        let long = format!("fe80::1%{}", "a".repeat(MAX_ZONE_LEN + 1));
+        for key in [
+            "fe80::1%x\n[ALERT] forged",
+            "fe80::1%x\r[ALERT]",
+            "fe80::1%x\0",
+            "fe80::1%x\u{1b}[31m",
+            "fe80::1%eth 0",
+            "fe80::1%eth0/1",
+            "fe80::1%\u{fc}",
+            "fe80::1%x\u{202e}",
+            "fe80::1%x%y",
+            "fe80::1%",
+            long.as_str(),
+        ] {
+            let p = b64(&python::build_go_message("request", key, None));
+            assert_eq!(validate(&p), Err(PayloadError::BadKey), "{key:?}");
+        }
+        let longest = format!("fe80::1%{}", "a".repeat(MAX_ZONE_LEN));
+        for key in [
+            "fe80::1%eth0",
+            "fe80::1%1",
+            "fe80::1%br-lan.10_x",
+            longest.as_str(),
+        ] {
+            let p = b64(&python::build_go_message("request", key, None));
+            assert_eq!(validate(&p).unwrap().key, key);
+        }
+    }
+
+    /// Slips' own messages come out byte for byte as they went in.
+    #[test]
+    fn canonical_form_is_slips_own_bytes() {
+        for inner in [
+            python::build_go_message("request", "1.2.3.4", None),
+            python::build_go_message("report", "1.2.3.4", Some(("0.8", "0.9"))),
+            python::build_go_message("report", "2001:db8::1", Some(("1", "0.5"))),
+            python::build_go_message("report", "10.0.0.1", Some(("-0.25", "1e-05"))),
+            python::build_go_message("blame", "fe80::1%eth0", Some(("0", "1.0"))),
+            python::go_message("report", "1.2.3.4", Evaluation::Null),
+        ] {
+            let p = b64(&inner);
+            assert_eq!(validate(&p).unwrap().canonical, p, "{inner}");
+            assert_eq!(validate(&format!("{p}\n")).unwrap().canonical, p);
+        }
+    }
+
+    /// Unknown fields, other key orders and spacing, and fields Slips
+    /// ignores for the kind are not passed on.
+    #[test]
+    fn canonical_form_drops_what_slips_does_not_read() {
+        let sent = b64(
+            r#"{"evaluation":{"confidence":0.9,"score":0.8,"extra":"x\n[ALERT]"},"key":"1.2.3.4","evaluation_type":"score_confidence","key_type":"ip","message_type":"blame","note":{"deep":[1,2]},"\u0000":1}"#,
+        );
+        let v = validate(&sent).unwrap();
+        assert_eq!(
+            v.canonical,
+            b64(&python::build_go_message(
+                "blame",
+                "1.2.3.4",
+                Some(("0.8", "0.9"))
+            ))
+        );
+        let request_with_evaluation = b64(
+            r#"{"message_type":"request","key_type":"ip","key":"::1","evaluation_type":"score_confidence","evaluation":{"score":"\u001b"}}"#,
+        );
+        assert_eq!(
+            validate(&request_with_evaluation).unwrap().canonical,
+            b64(&python::build_go_message("request", "::1", None))
+        );
+        // Python writes what json.loads made of the number.
+        let odd_numbers = b64(
+            r#"{"message_type":"report","key_type":"ip","key":"1.2.3.4","evaluation_type":"score_confidence","evaluation":{"score":5e-1,"confidence":1.000}}"#,
+        );
+        assert_eq!(
+            validate(&odd_numbers).unwrap().canonical,
+            b64(&python::build_go_message(
+                "report",
+                "1.2.3.4",
+                Some(("0.5", "1.0"))
+            ))
+        );
+    }
+
     #[test]
     fn ip_forms_match_python_ipaddress() {
         for ok in ["1.2.3.4", "::1", "fe80::1%eth0", "2001:db8::1"] {
@@ -251,6 +401,7 @@ mod tests {
         }
         for bad in [
             "",
+            "fe80::1%x\n",
             "1.2.3",
             "01.2.3.4",
             "1.2.3.4%eth0",
@@ -325,6 +476,30 @@ mod proptests {
         assert!(["request", "report", "blame"].contains(&obj["message_type"].as_str().unwrap()));
         assert_eq!(obj["key"].as_str(), Some(valid.key.as_str()));
         assert!(is_ip(&valid.key));
+        assert!(valid.key.bytes().all(|b| b.is_ascii_graphic()));
+        // The canonical form passes again, unchanged, and holds only the
+        // fields Slips reads.
+        let again = validate(&valid.canonical).unwrap();
+        assert_eq!(again, *valid);
+        let c: Value =
+            serde_json::from_slice(&BASE64_STANDARD.decode(&valid.canonical).unwrap()).unwrap();
+        let c = c.as_object().unwrap();
+        for k in c.keys() {
+            assert!(
+                [
+                    "message_type",
+                    "key_type",
+                    "key",
+                    "evaluation_type",
+                    "evaluation"
+                ]
+                .contains(&k.as_str()),
+                "{k}"
+            );
+        }
+        if let Some(Value::Object(e)) = c.get("evaluation") {
+            assert_eq!(e.len(), 2);
+        }
         if valid.kind != PayloadKind::Request {
             if let Some(eval) = obj["evaluation"].as_object() {
                 let score = eval["score"].as_f64().unwrap();

@@ -67,18 +67,45 @@ pub fn dumps_str(s: &str) -> String {
     out
 }
 
+/// The `evaluation` of a go message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evaluation<'a> {
+    /// No `evaluation` key (Slips' requests).
+    Absent,
+    /// `"evaluation": null` (a report saying "I know nothing").
+    Null,
+    /// `{"score": …, "confidence": …}`, both already rendered.
+    ScoreConfidence(&'a str, &'a str),
+}
+
 /// Slips' `build_go_message`: keys in this order, `", "` and `": "`
-/// separators. `evaluation` is `(score, confidence)` already rendered.
+/// separators. `evaluation` is `(score, confidence)` already rendered;
+/// `None` is the request form (no `evaluation` key).
 pub fn build_go_message(message_type: &str, ip: &str, evaluation: Option<(&str, &str)>) -> String {
+    go_message(
+        message_type,
+        ip,
+        match evaluation {
+            Some((score, confidence)) => Evaluation::ScoreConfidence(score, confidence),
+            None => Evaluation::Absent,
+        },
+    )
+}
+
+/// [`build_go_message`] with every form of `evaluation`, as
+/// `json.dumps(build_go_message(…))` writes it.
+pub fn go_message(message_type: &str, ip: &str, evaluation: Evaluation<'_>) -> String {
     let mut text = format!(
         "{{\"message_type\": {}, \"key_type\": \"ip\", \"key\": {}, \"evaluation_type\": \"score_confidence\"",
         dumps_str(message_type),
         dumps_str(ip)
     );
-    if let Some((score, confidence)) = evaluation {
-        text.push_str(&format!(
+    match evaluation {
+        Evaluation::Absent => {}
+        Evaluation::Null => text.push_str(", \"evaluation\": null"),
+        Evaluation::ScoreConfidence(score, confidence) => text.push_str(&format!(
             ", \"evaluation\": {{\"score\": {score}, \"confidence\": {confidence}}}"
-        ));
+        )),
     }
     text.push('}');
     text

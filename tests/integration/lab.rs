@@ -444,7 +444,46 @@ impl Lab {
         let lab = Lab { name, hosts: n };
         // the lab is torn down by Drop even if `up` fails half-way
         run_ok(Command::new(lab_script()).args(["up", &lab.name, &n.to_string()]));
+        for i in 1..=n {
+            lab.seed_slips_cache(i);
+        }
         lab
+    }
+
+    /// Gives host `i`'s Slips data about every documentation address the
+    /// tests ask about (192.0.2.0/24, 198.51.96.0/20, 203.0.113.0/24 and
+    /// 2001:db8::/120), as Slips stores it: `IPsInfo:threat_level` and
+    /// `IPsInfo:confidence` hashes in its cache, DB 1 of the host's Redis.
+    /// pigeon's request guard then lets requests about them through, as it
+    /// would under a Slips that knows them; `tests/integration/
+    /// request_guard.rs` tests the guard itself.
+    pub fn seed_slips_cache(&self, i: usize) {
+        let mut ips: Vec<String> = Vec::new();
+        for net in ["192.0.2", "203.0.113"] {
+            ips.extend((0..=255).map(|k| format!("{net}.{k}")));
+        }
+        // attacks.rs counts request IPs up from 198.51.100.0 by thousands.
+        for c in 96..=111 {
+            ips.extend((0..=255).map(|k| format!("198.51.{c}.{k}")));
+        }
+        ips.extend((0..=255).map(|k| format!("2001:db8::{k:x}")));
+        self.run_in(i, move || {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{LAB_REDIS_PORT}/1"))
+                .expect("redis client");
+            let mut con = client
+                .get_connection_with_timeout(Duration::from_secs(2))
+                .unwrap_or_else(|e| panic!("cannot reach host {i}'s Redis to seed it: {e}"));
+            for (field, value) in [("threat_level", "medium"), ("confidence", "0.5")] {
+                let mut cmd = redis::cmd("HSET");
+                cmd.arg(format!("IPsInfo:{field}"));
+                for ip in &ips {
+                    cmd.arg(ip).arg(value);
+                }
+                let _: i64 = cmd
+                    .query(&mut con)
+                    .unwrap_or_else(|e| panic!("cannot seed host {i}'s Slips cache: {e}"));
+            }
+        });
     }
 
     /// The lab's name (namespaces are `NAME-br`, `NAME-h1`...).
@@ -654,6 +693,7 @@ impl Lab {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.seed_slips_cache(i);
     }
 
     /// [`Lab::stop_redis`], `down_for`, then [`Lab::start_redis`].
@@ -864,6 +904,21 @@ impl SlipsTree {
         extra: &[&str],
     ) -> io::Result<LabChild> {
         let mut cmd = self.command(lab.host_ip(i), port, LAB_REDIS_PORT, extra)?;
+        lab.spawn_command(i, &mut cmd)
+    }
+
+    /// [`Self::spawn_in_lab`] under umask 0, as Slips 1.1.21 runs it
+    /// (through `sh -c 'umask 000; exec …'`: the same argv[0]).
+    pub fn spawn_in_lab_umask0(&self, lab: &Lab, i: usize, port: u16) -> io::Result<LabChild> {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("umask 000; exec \"$0\" \"$@\"")
+            .arg(self.binary())
+            .args(self.argv(lab.host_ip(i), port, LAB_REDIS_PORT))
+            .current_dir(self.runtime_dir())
+            .stdin(Stdio::null())
+            .stdout(append(&self.log_path())?)
+            .stderr(append(&self.stderr_path())?);
         lab.spawn_command(i, &mut cmd)
     }
 

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::lab::{RedisServer, in_loopback_netns};
 
 const PYGO: &str = "p2p_pygo";
-const GOPY: &str = "p2p_gopy";
+pub(crate) const GOPY: &str = "p2p_gopy";
 
 /// A current-thread tokio runtime driven by its own thread (of the test's
 /// namespace), so the bridge keeps running while the test thread blocks on
@@ -92,7 +92,7 @@ fn runtime() -> TestRuntime {
     }
 }
 
-fn settings(address: &str, capacity: usize) -> RedisSettings {
+pub(crate) fn settings(address: &str, capacity: usize) -> RedisSettings {
     RedisSettings {
         address: address.to_owned(),
         password: None,
@@ -103,7 +103,7 @@ fn settings(address: &str, capacity: usize) -> RedisSettings {
 }
 
 /// Polls `check` every 20 ms until it holds or `limit` passes.
-fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
         assert!(
@@ -130,7 +130,7 @@ fn slips_get(url: &str, key: &str) -> Option<String> {
     slips_cmd(url, redis::cmd("GET").arg(key)).unwrap()
 }
 
-fn subscribers(url: &str, channel: &str) -> i64 {
+pub(crate) fn subscribers(url: &str, channel: &str) -> i64 {
     let reply: redis::RedisResult<(String, i64)> =
         slips_cmd(url, redis::cmd("PUBSUB").arg("NUMSUB").arg(channel));
     reply.map_or(0, |(_, n)| n)
@@ -138,13 +138,13 @@ fn subscribers(url: &str, channel: &str) -> i64 {
 
 /// Slips' subscriber on gopy: reconnects and resubscribes by itself, and
 /// keeps every message it received, in order.
-struct Collector {
+pub(crate) struct Collector {
     received: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 }
 
 impl Collector {
-    fn start(url: &str) -> Self {
+    pub(crate) fn start(url: &str) -> Self {
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (url, out, halt) = (url.to_owned(), Arc::clone(&received), Arc::clone(&stop));
@@ -172,11 +172,11 @@ impl Collector {
         Self { received, stop }
     }
 
-    fn messages(&self) -> Vec<String> {
+    pub(crate) fn messages(&self) -> Vec<String> {
         self.received.lock().unwrap().clone()
     }
 
-    fn wait_for(&self, count: usize, limit: Duration) -> Vec<String> {
+    pub(crate) fn wait_for(&self, count: usize, limit: Duration) -> Vec<String> {
         wait_until(limit, &format!("{count} messages on gopy"), || {
             self.received.lock().unwrap().len() >= count
         });
@@ -204,7 +204,7 @@ fn receive(rt: &TestRuntime, rx: &mut mpsc::Receiver<String>, count: usize) -> V
     })
 }
 
-fn wait_connected(bridge: &BridgeHandle, limit: Duration) {
+pub(crate) fn wait_connected(bridge: &BridgeHandle, limit: Duration) {
     wait_until(limit, "the bridge to connect", || bridge.stats().connected);
 }
 
