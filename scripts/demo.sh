@@ -308,10 +308,14 @@ ok "every Slips knows the two other peers, with their IP addresses"
 
 heading "Step 2: host 1's Slips asks about $ASKED_IP"
 explain "When Slips sees a new IP it asks the network: it publishes a request \
-to '*' (every peer). Each peer's Slips gets the request as a go_data; host 2's \
-Slips has an opinion and answers with a report addressed to host 1's peer id \
-only, exactly as Slips does (pigeon-slips respond). Host 3's Slips stays \
-silent."
+to '*' (every peer). Host 2's Slips has evidence about the IP (its cache, \
+Redis DB 1, holds a threat level and a confidence, as Slips writes them), so \
+its pigeon hands it the request; it answers with a report addressed to host \
+1's peer id only, exactly as Slips does (pigeon-slips respond). Host 3's Slips \
+knows nothing about the IP: Slips 1.1.21 would crash answering, so host 3's \
+pigeon keeps the request from it (the request guard)."
+in_host 2 redis-cli -n 1 HSET IPsInfo:threat_level "$ASKED_IP" high >/dev/null
+in_host 2 redis-cli -n 1 HSET IPsInfo:confidence "$ASKED_IP" 0.9 >/dev/null
 bg answer1 1 "$PS" listen --only go_data --count 1 --seconds "$WAIT"
 a1=$BG
 bg respond2 2 "$PS" respond --score 0.8 --confidence 0.9 --count 1 --seconds "$WAIT"
@@ -333,11 +337,11 @@ grep -q "report about $ASKED_IP: score 0.8, confidence 0.9" "$TMP/answer1.out" |
     die "host 1 did not receive host 2's report"
 grep -q "from ${PEER_ID[2]} " "$TMP/answer1.out" || die "the report on host 1 is not from host 2"
 wait_ok "$l3" listen3
-say "  host 3: its Slips saw the request, and not the report meant for host 1:"
+say "  host 3: its Slips got neither the request (no data: kept from it) nor the report meant for host 1:"
 show h3 "$TMP/listen3.out"
-grep -q "request about $ASKED_IP" "$TMP/listen3.out" || die "host 3 did not see the request"
+if grep -q "request about $ASKED_IP" "$TMP/listen3.out"; then die "host 3's Slips got a request it cannot answer"; fi
 if grep -q "report about" "$TMP/listen3.out"; then die "host 3 received the report meant for host 1"; fi
-ok "request to everyone, answer to the asker only"
+ok "request to everyone, delivered where Slips can answer; answer to the asker only"
 
 heading "Step 3: host 3's Slips blames $BLAMED_IP"
 explain "A blame is a report that says 'block this address', sent to every peer. \
