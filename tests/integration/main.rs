@@ -8,5 +8,6 @@ mod e2e;
 mod files;
 mod lab;
 mod loss;
+mod real_slips;
 mod redis_bridge;
 mod slips_checks;
