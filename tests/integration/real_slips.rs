@@ -65,6 +65,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(180);
 const STEP_TIMEOUT: Duration = Duration::from_secs(90);
 /// Slips' shutdown: its modules, pigeon, its Redis.
 const STOP_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long Slips may wait for its busy modules after one SIGINT before
+/// the test presses Ctrl-C again, as Slips' console asks.
+const FIRST_SIGINT_GRACE: Duration = Duration::from_secs(45);
 
 /// Real Slips is heavy (a dozen processes per host): one such test at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -174,6 +177,8 @@ impl<'a> SlipsHost<'a> {
     fn new(lab: &'a Lab, i: usize, env: &'a SlipsEnv, fixes: bool) -> Self {
         let tree = tempfile::Builder::new()
             .prefix(&format!("pigeon-real-slips-h{i}-"))
+            // PIGEON_KEEP_SLIPS=1 keeps the trees (logs) for a look afterwards
+            .disable_cleanup(std::env::var_os("PIGEON_KEEP_SLIPS").is_some())
             .tempdir()
             .expect("temp dir for a Slips tree");
         let root = tree.path();
@@ -259,7 +264,10 @@ impl<'a> SlipsHost<'a> {
             "resp_pkts": 5, "resp_ip_bytes": 1160,
         });
         let mut f = crate::lab::append(&self.root().join("zeek/conn.log")).expect("conn.log");
-        writeln!(f, "{line}").expect("write conn.log");
+        // one write: Slips reads the growing file line by line and drops a
+        // line it catches half-written
+        f.write_all(format!("{line}\n").as_bytes())
+            .expect("write conn.log");
     }
 
     /// Starts `slips.py -i veth0 -g zeek` in this host, in a mount
@@ -304,13 +312,13 @@ impl<'a> SlipsHost<'a> {
         );
     }
 
-    /// `output/<run>/`, once Slips made it.
+    /// `output/<run>/` (the one with Slips' `slips.log`), once Slips made it.
     fn output(&self) -> Option<PathBuf> {
         fs::read_dir(self.root().join("output"))
             .ok()?
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .find(|p| p.is_dir())
+            .find(|p| p.join("slips.log").is_file())
     }
 
     fn out_file(&self, rel: &str) -> String {
@@ -421,20 +429,36 @@ impl<'a> SlipsHost<'a> {
     }
 
     /// Waits for Slips to exit and for every process of the host (its
-    /// modules, pigeon, its Redis) to be gone.
-    fn wait_stopped(&mut self) -> ExitStatus {
-        let status = self
-            .slips
-            .as_mut()
-            .expect("started")
-            .wait_timeout(STOP_TIMEOUT)
-            .unwrap_or_else(|| {
-                panic!(
-                    "Slips of host {} still runs {STOP_TIMEOUT:?} after SIGINT\n{}",
-                    self.i,
-                    self.diagnostics()
-                )
-            });
+    /// modules, pigeon, its Redis) to be gone. Slips waits for its busy
+    /// modules after the first SIGINT ("You can wait for them to finish,
+    /// or you can press CTRL-C again to force-kill"); if it still runs
+    /// after [`FIRST_SIGINT_GRACE`] and says so, this presses again, the
+    /// same way (`again`), once.
+    fn wait_stopped(&mut self, again: fn(&mut Self)) -> ExitStatus {
+        let child = self.slips.as_mut().expect("started");
+        let mut status = child.wait_timeout(FIRST_SIGINT_GRACE);
+        if status.is_none() && self.console().contains("press CTRL-C again to force-kill") {
+            let waiting = tail(&self.console(), 6);
+            eprintln!(
+                "real Slips: host {} still waits for busy modules {FIRST_SIGINT_GRACE:?} after SIGINT; pressing again as it asks:\n{waiting}",
+                self.i
+            );
+            again(self);
+        }
+        if status.is_none() {
+            status = self
+                .slips
+                .as_mut()
+                .expect("started")
+                .wait_timeout(STOP_TIMEOUT);
+        }
+        let status = status.unwrap_or_else(|| {
+            panic!(
+                "Slips of host {} still runs after SIGINT\n{}",
+                self.i,
+                self.diagnostics()
+            )
+        });
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             let out = run_ok(Command::new("ip").args(["netns", "pids", &self.lab.netns(self.i)]));
@@ -695,7 +719,11 @@ fn patched_slips_asks_peers_answer_and_the_opinion_raises_evidence() {
     hosts[1].ctrl_c();
     hosts[2].ctrl_c();
     for h in &mut hosts {
-        let status = h.wait_stopped();
+        let status = h.wait_stopped(if h.i == 1 {
+            SlipsHost::sigint
+        } else {
+            SlipsHost::ctrl_c
+        });
         eprintln!("real Slips: host {} stopped: {status}", h.i);
         let pigeon = h.pigeon_log();
         assert!(
@@ -780,7 +808,7 @@ fn unpatched_slips_survives_a_request_about_an_unknown_ip() {
         h.sigint();
     }
     for h in &mut hosts {
-        h.wait_stopped();
+        h.wait_stopped(SlipsHost::sigint);
         assert!(
             h.p2p_errors().is_empty(),
             "host {}: {:?}",

@@ -23,6 +23,7 @@ import json
 import os
 import sqlite3
 import sys
+import tempfile
 import time
 
 
@@ -37,10 +38,11 @@ def db_manager(port):
     from slips_files.common.parsers.config_parser import ConfigParser
     from slips_files.core.database.database_manager import DBManager
 
-    # a process other than Slips' main one never flushes the database
+    # a process other than Slips' main one never flushes the database; its
+    # own files (a Redis config copy) go to a scratch directory
     return DBManager(
         None,
-        "output",
+        tempfile.mkdtemp(prefix="pigeon-feed-"),
         port,
         ConfigParser(),
         main_pid=-1,
