@@ -769,14 +769,14 @@ fn unpatched_slips_survives_a_request_about_an_unknown_ip() {
     for h in &mut hosts {
         h.start();
     }
-    // unpatched Slips never flushes p2p_reports.log: watch its own log
-    let peer_seen = |h: &SlipsHost<'_>| {
-        h.slips_log()
-            .contains("[The Network -> Slips] Peer update or new peer")
-    };
-    wait_until("both Slips store their peer", START_TIMEOUT, &hosts, || {
-        hosts.iter().all(peer_seen)
-    });
+    // unpatched Slips never flushes p2p_reports.log: watch pigeon's log
+    let peer_seen = |h: &SlipsHost<'_>| h.pigeon_log().contains("INFO pigeon::core: peer active");
+    wait_until(
+        "both pigeons meet their peer",
+        START_TIMEOUT,
+        &hosts,
+        || hosts.iter().all(peer_seen),
+    );
     let about = |ip: &str| format!("[The Network -> Slips] Peer report about {ip} ");
     hosts[1].evidence(BAD_IP, "high", "0.9");
     wait_until(
