@@ -11,13 +11,18 @@
 #
 # Environment: TEST_TIMEOUT_MIN (default 40): bound of the test run itself,
 # after the build, so a hung test cannot eat the CI budget. CI=true or
-# LONG_TESTS=1 also runs the 5-minute Redis outage test.
+# LONG_TESTS=1 also runs the 5-minute Redis outage test. PIGEON_SLIPS_TREE
+# (default ../shared/slips-1.1.21): the Slips 1.1.21 tree that the real-Slips
+# tests run; without it they skip and say so.
 
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 TEST_TIMEOUT_MIN=${TEST_TIMEOUT_MIN:-40}
+# the Slips 1.1.21 tree the real-Slips tests run (and the fixes are checked
+# against); they skip, saying so, without it
+SLIPS_TREE=${PIGEON_SLIPS_TREE:-$ROOT/../shared/slips-1.1.21}
 T0=$(date +%s)
 declare -a SUMMARY=()
 
@@ -263,7 +268,7 @@ test_installer() {
 test_installer_fixes() {
     local bin=$1 t s src inst p rel
     inst=$ROOT/scripts/install-into-slips.sh
-    src=$ROOT/../shared/slips-1.1.21
+    src=$SLIPS_TREE
     if [ ! -f "$src/VERSION" ]; then
         echo "SKIP installer fixes test: no Slips tree at $src (the fixes are checked against its files)"
         return 0
@@ -334,8 +339,8 @@ test_installer_fixes() {
 # real_slips_env: the venv and Redis 7.4 that the real-Slips tests need
 # (scripts/slips-env.sh), when the Slips tree is there to run.
 real_slips_env() {
-    if [ ! -f "$ROOT/../shared/slips-1.1.21/slips.py" ]; then
-        echo "SKIP real-Slips environment: no Slips tree at $ROOT/../shared/slips-1.1.21 (the real_slips tests will skip too)"
+    if [ ! -f "$SLIPS_TREE/slips.py" ]; then
+        echo "SKIP real-Slips environment: no Slips tree at $SLIPS_TREE (the real_slips tests will skip too)"
         return 0
     fi
     "$ROOT/scripts/slips-env.sh" >/dev/null
@@ -381,7 +386,7 @@ case "${1:-all}" in
         step "install-into-slips.sh on a fake Slips tree" test_installer "$ROOT/target/debug/pigeon"
         ;;
     -h | --help)
-        sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
