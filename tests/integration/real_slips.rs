@@ -530,7 +530,8 @@ fn slips_lab(n: usize) -> Lab {
 }
 
 /// The user's whole flow with the fixes: a new IP in host 1's traffic
-/// makes Slips ask; hosts 2 and 3, which have evidence about it, answer;
+/// makes Slips ask; hosts 2 and 3, which have evidence about it, answer
+/// (after a request about an IP they know nothing about);
 /// host 1 stores the answers, computes the network's opinion and raises
 /// its evidence; reports flow both ways and fill `p2p_reports.log`; no P2P
 /// exception; SIGINT and Ctrl-C stop everything.
@@ -614,6 +615,20 @@ fn patched_slips_asks_peers_answer_and_the_opinion_raises_evidence() {
         .iter()
         .map(|&j| reports_about(&hosts[0].reports_log(), BAD_IP, &ids[j]))
         .collect();
+
+    // A request about an IP nobody knows (fix 02: it no longer ends the
+    // P2P module of hosts 2 and 3, which answer the next request below).
+    hosts[0].feed(&["request", "6379", UNKNOWN_IP, &hosts[0].ip()]);
+    let unknown = format!(
+        "[The Network -> Slips] request about {UNKNOWN_IP} from: {}",
+        ids[0]
+    );
+    wait_until(
+        "hosts 2 and 3 get host 1's request about UNKNOWN_IP",
+        STEP_TIMEOUT,
+        &hosts,
+        || hosts[1..].iter().all(|h| h.slips_log().contains(&unknown)),
+    );
 
     // Host 1 talks to BAD_IP for the first time.
     let t_flow = Instant::now();
