@@ -235,15 +235,23 @@ impl<'a> SlipsHost<'a> {
             slips: None,
             installer_output,
         };
-        // Zeek's view of the pigeons' own traffic: Slips gets a profile
-        // (and a reputation) for every peer's address, which it needs to
-        // weigh that peer's reports.
-        for j in 1..=lab.hosts() {
-            if j != i {
-                host.add_flow(&lab.host_ip(j).to_string(), 47474, "udp");
+        // Slips needs a first line to tell Zeek's JSON from its TSV
+        let first = if i == 1 { 2 } else { 1 };
+        host.add_flow(&host.ip(), &lab.host_ip(first).to_string(), 47474, "udp");
+        host
+    }
+
+    /// Zeek's view of the pigeons' own traffic, both ways: Slips makes a
+    /// profile, with a reputation, for every peer that sends to it, and
+    /// weighs a peer's reports only with one.
+    fn add_peer_flows(&self) {
+        for j in 1..=self.lab.hosts() {
+            if j != self.i {
+                let peer = self.lab.host_ip(j).to_string();
+                self.add_flow(&peer, &self.ip(), 47474, "udp");
+                self.add_flow(&self.ip(), &peer, 47474, "udp");
             }
         }
-        host
     }
 
     fn root(&self) -> &Path {
@@ -254,12 +262,12 @@ impl<'a> SlipsHost<'a> {
         self.lab.host_ip(self.i).to_string()
     }
 
-    /// Appends one Zeek `conn.log` JSON line, this host to `dst`.
-    fn add_flow(&self, dst: &str, dport: u16, proto: &str) {
+    /// Appends one Zeek `conn.log` JSON line, `src` to `dst`.
+    fn add_flow(&self, src: &str, dst: &str, dport: u16, proto: &str) {
         let n = FLOW_COUNTER.fetch_add(1, Ordering::Relaxed);
         let line = json!({
             "ts": now_secs(), "uid": format!("CPigeon{}x{n:08}", self.i),
-            "id.orig_h": self.ip(), "id.orig_p": 40000 + n % 20000,
+            "id.orig_h": src, "id.orig_p": 40000 + n % 20000,
             "id.resp_h": dst, "id.resp_p": dport, "proto": proto, "service": "",
             "duration": 0.25, "orig_bytes": 120, "resp_bytes": 900, "conn_state": "SF",
             "local_orig": true, "local_resp": false, "missed_bytes": 0,
@@ -530,11 +538,11 @@ fn slips_lab(n: usize) -> Lab {
 }
 
 /// The user's whole flow with the fixes: a new IP in host 1's traffic
-/// makes Slips ask; hosts 2 and 3, which have evidence about it, answer
-/// (after a request about an IP they know nothing about);
+/// makes Slips ask; hosts 2 and 3, which have evidence about it, answer;
 /// host 1 stores the answers, computes the network's opinion and raises
-/// its evidence; reports flow both ways and fill `p2p_reports.log`; no P2P
-/// exception; SIGINT and Ctrl-C stop everything.
+/// its evidence; reports flow both ways and fill `p2p_reports.log`; a
+/// request about an IP nobody knows harms no one; no P2P exception; SIGINT
+/// and Ctrl-C stop everything.
 #[test]
 fn patched_slips_asks_peers_answer_and_the_opinion_raises_evidence() {
     let test = "real_slips::patched_slips_asks_peers_answer_and_the_opinion_raises_evidence";
@@ -592,6 +600,22 @@ fn patched_slips_asks_peers_answer_and_the_opinion_raises_evidence() {
         t_start.elapsed()
     );
     let ids: Vec<String> = hosts.iter().map(SlipsHost::peer_id).collect();
+    for h in &hosts {
+        h.add_peer_flows();
+    }
+    // Host 1 has a profile for both peers (their traffic, and their answers
+    // to its requests about them)
+    wait_until(
+        "host 1 asks about both peers' addresses",
+        STEP_TIMEOUT,
+        &hosts,
+        || {
+            let log = hosts[0].slips_log();
+            ips[1..]
+                .iter()
+                .all(|ip| log.contains(&format!("[Slips -> The Network] request about {ip}")))
+        },
+    );
 
     // Hosts 2 and 3 detect BAD_IP (as the threat-intelligence module
     // would); host 1 detects HOST1_REPORTED_IP. Slips shares each with
@@ -616,23 +640,9 @@ fn patched_slips_asks_peers_answer_and_the_opinion_raises_evidence() {
         .map(|&j| reports_about(&hosts[0].reports_log(), BAD_IP, &ids[j]))
         .collect();
 
-    // A request about an IP nobody knows (fix 02: it no longer ends the
-    // P2P module of hosts 2 and 3, which answer the next request below).
-    hosts[0].feed(&["request", "6379", UNKNOWN_IP, &hosts[0].ip()]);
-    let unknown = format!(
-        "[The Network -> Slips] request about {UNKNOWN_IP} from: {}",
-        ids[0]
-    );
-    wait_until(
-        "hosts 2 and 3 get host 1's request about UNKNOWN_IP",
-        STEP_TIMEOUT,
-        &hosts,
-        || hosts[1..].iter().all(|h| h.slips_log().contains(&unknown)),
-    );
-
     // Host 1 talks to BAD_IP for the first time.
     let t_flow = Instant::now();
-    hosts[0].add_flow(BAD_IP, 443, "tcp");
+    hosts[0].add_flow(&hosts[0].ip(), BAD_IP, 443, "tcp");
     let asked = format!("[Slips -> The Network] request about {BAD_IP}");
     wait_until(
         "host 1's Slips asks the network about BAD_IP",
@@ -702,6 +712,21 @@ fn patched_slips_asks_peers_answer_and_the_opinion_raises_evidence() {
     );
     eprintln!(
         "real Slips: host 1's network opinion about {BAD_IP}: score {score:.3}, confidence {confidence:.3}"
+    );
+
+    // A request about an IP nobody knows (fix 02: it no longer ends the
+    // P2P module of hosts 2 and 3; the error and shutdown checks below
+    // would see it).
+    hosts[0].feed(&["request", "6379", UNKNOWN_IP, &hosts[0].ip()]);
+    let unknown = format!(
+        "[The Network -> Slips] request about {UNKNOWN_IP} from: {}",
+        ids[0]
+    );
+    wait_until(
+        "hosts 2 and 3 get host 1's request about UNKNOWN_IP",
+        STEP_TIMEOUT,
+        &hosts,
+        || hosts[1..].iter().all(|h| h.slips_log().contains(&unknown)),
     );
 
     // What the user reads on host 1.
