@@ -62,8 +62,9 @@ const DISABLED_MODULES: &str = "[template, anomaly_detection_https, arp, arp_poi
 
 /// Start-up of three Slips on two shared cores takes up to about a minute.
 const START_TIMEOUT: Duration = Duration::from_secs(180);
-/// Bound of every later wait (one message round, a 2 s sleep in Slips).
-const STEP_TIMEOUT: Duration = Duration::from_secs(90);
+/// Bound of every later wait (one message round, a 2 s sleep in Slips;
+/// much longer when the machine is overloaded).
+const STEP_TIMEOUT: Duration = Duration::from_secs(180);
 /// Slips' shutdown: its modules, pigeon, its Redis.
 const STOP_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long Slips may wait for its busy modules after one SIGINT before
