@@ -19,8 +19,10 @@ network namespace (its Redis is 127.0.0.1:<port> there):
 It imports Slips' classes from the tree and copies no Slips code.
 """
 
+import atexit
 import json
 import os
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -39,10 +41,13 @@ def db_manager(port):
     from slips_files.core.database.database_manager import DBManager
 
     # a process other than Slips' main one never flushes the database; its
-    # own files (a Redis config copy) go to a scratch directory
+    # own files (a Redis config copy) go to a scratch directory, removed at
+    # exit
+    scratch = tempfile.mkdtemp(prefix="pigeon-feed-")
+    atexit.register(shutil.rmtree, scratch, True)
     return DBManager(
         None,
-        tempfile.mkdtemp(prefix="pigeon-feed-"),
+        scratch,
         port,
         ConfigParser(),
         main_pid=-1,
