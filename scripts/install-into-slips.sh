@@ -12,7 +12,13 @@
 # pigeon); so whatever `go build` produces still runs pigeon. Running it
 # again is harmless: identical files are left alone, nothing is moved twice.
 #
-# usage: install-into-slips.sh [--binary FILE] SLIPS_DIR
+# It also applies pigeon's fixes for Slips' own P2P bugs (slips-fixes/<VERSION>/
+# of this repository, GPL-2.0 like Slips), unless --no-fixes: only to a tree
+# whose VERSION has fixes here and whose files are exactly what each patch
+# expects (a SHA-256 in its header); otherwise it refuses, naming the file,
+# before changing anything. Originals are kept in SLIPS_DIR/.pigeon-fixes/.
+#
+# usage: install-into-slips.sh [--binary FILE] [--no-fixes] SLIPS_DIR
 #        install-into-slips.sh --uninstall SLIPS_DIR
 
 set -euo pipefail
@@ -23,10 +29,12 @@ SHIM_MARKER=pigeon-shim-v1
 SHIM_FILE=pigeon_shim.go
 SRC_DIR=go-pigeon-src
 STAMP=$(date +%Y%m%d-%H%M%S)
+FIXES_ROOT=$ROOT/slips-fixes
+FIXES_STATE=.pigeon-fixes
 
 usage() {
     cat <<EOF
-usage: $PROG [--binary FILE] SLIPS_DIR
+usage: $PROG [--binary FILE] [--no-fixes] SLIPS_DIR
        $PROG --uninstall SLIPS_DIR
 
 Installs pigeon as SLIPS_DIR/p2p4slips/p2p4slips (the file it replaces is kept
@@ -36,8 +44,15 @@ there is none. The Go sources in p2p4slips/ are moved to p2p4slips/$SRC_DIR/
 and replaced by a shim that execs p2p4slips/pigeon, so that Slips' own
 \`go build\` (after a Slips self-update) cannot bring the Go Pigeon back.
 
+It also applies pigeon's fixes for Slips' P2P bugs (slips-fixes/<VERSION>/,
+GPL-2.0 like Slips; see docs/SLIPS.md), only if SLIPS_DIR/VERSION has fixes
+and every file to patch is exactly the one the patch was made against; the
+originals go to SLIPS_DIR/$FIXES_STATE/.
+
   --binary FILE   install FILE instead of building (cargo build --release)
-  --uninstall     put the Go sources and the newest backup binary back
+  --no-fixes      leave Slips' own files alone (install pigeon only)
+  --uninstall     put the Go sources and the newest backup binary back, and
+                  Slips' original files if the fixes were applied
 EOF
 }
 
@@ -220,7 +235,6 @@ install() {
     if [ -f "$src" ] && ! grep -qE '^[[:space:]]*create_p2p_logfile[[:space:]]*:[[:space:]]*[Tt]rue' "$src"; then
         say "note: create_p2p_logfile is off: Slips sends pigeon's stdout to /dev/null; pigeon's own log is permanent/p2p_trust_runtime/logs/p2p.log"
     fi
-    say "done; to undo: $0 --uninstall $slips"
 }
 
 # ------------------------------------------------------------------ uninstall
@@ -273,10 +287,130 @@ uninstall() {
     say "uninstalled"
 }
 
+# ------------------------------------------------------------------ Slips fixes
+
+# fix_field PATCH NAME: the value of header line "NAME: value" of PATCH.
+fix_field() {
+    sed -n "s/^$2: //p" "$1" | head -n 1
+}
+
+sha256_of() {
+    sha256sum "$1" | cut -d' ' -f1
+}
+
+# fixes_dir SLIPS: the patch directory for the tree's VERSION, or nothing.
+fixes_dir() {
+    local version
+    version=$(tr -d ' \n\r' <"$1/VERSION")
+    [ -d "$FIXES_ROOT/$version" ] && echo "$FIXES_ROOT/$version"
+    return 0
+}
+
+# fix_state PATCH SLIPS: "applied", "original" or "different" for the file
+# PATCH changes.
+fix_state() {
+    local file sum
+    file=$2/$(fix_field "$1" File)
+    [ -f "$file" ] || {
+        echo missing
+        return 0
+    }
+    sum=$(sha256_of "$file")
+    if [ "$sum" = "$(fix_field "$1" Sha256-After)" ]; then
+        echo applied
+    elif [ "$sum" = "$(fix_field "$1" Sha256-Before)" ]; then
+        echo original
+    else
+        echo different
+    fi
+}
+
+# check_fixes SLIPS: every fix can be applied (or already is); dies naming
+# the first file that is not what its patch expects. Changes nothing.
+check_fixes() {
+    local slips=$1 dir version p rel
+    version=$(tr -d ' \n\r' <"$slips/VERSION")
+    dir=$(fixes_dir "$slips")
+    [ -n "$dir" ] || die "pigeon has no fixes for Slips $version (only for: $(find "$FIXES_ROOT" -mindepth 1 -maxdepth 1 -type d -printf '%f ' 2>/dev/null)); refusing to patch $slips/VERSION's version; run again with --no-fixes to install pigeon alone"
+    command -v patch >/dev/null 2>&1 || die "'patch' not found (Debian: apt-get install patch), or run with --no-fixes"
+    for p in "$dir"/*.patch; do
+        [ -f "$p" ] || continue
+        rel=$(fix_field "$p" File)
+        [ -n "$rel" ] || die "$p has no File: header"
+        case "$(fix_state "$p" "$slips")" in
+            applied | original) ;;
+            missing) die "refusing to apply the Slips fixes: $slips/$rel does not exist ($(basename "$p") is for Slips $version); run again with --no-fixes to install pigeon alone" ;;
+            *) die "refusing to apply the Slips fixes: $slips/$rel is not the Slips $version file that $(basename "$p") expects (changed locally or by an update); run again with --no-fixes to install pigeon alone" ;;
+        esac
+    done
+}
+
+# apply_fixes SLIPS: applies every fix not yet applied, keeping the
+# original of each file in SLIPS/.pigeon-fixes/orig/. Run check_fixes first.
+apply_fixes() {
+    local slips=$1 dir p rel file backup n=0
+    dir=$(fixes_dir "$slips")
+    for p in "$dir"/*.patch; do
+        [ -f "$p" ] || continue
+        rel=$(fix_field "$p" File)
+        file=$slips/$rel
+        if [ "$(fix_state "$p" "$slips")" = applied ]; then
+            say "Slips fix $(basename "$p" .patch): already applied"
+            continue
+        fi
+        backup=$slips/$FIXES_STATE/orig/$rel
+        mkdir -p "$(dirname "$backup")"
+        cp -p "$file" "$backup"
+        if ! patch -s -p1 -F0 -N --no-backup-if-mismatch -r - -d "$slips" -i "$p" >/dev/null ||
+            [ "$(fix_state "$p" "$slips")" != applied ]; then
+            cp -p "$backup" "$file"
+            die "$(basename "$p") did not apply to $file; it is restored"
+        fi
+        chown --reference="$backup" "$file" 2>/dev/null || true
+        say "Slips fix $(basename "$p" .patch): applied to $rel"
+        n=$((n + 1))
+    done
+    echo "$(basename "$dir")" >"$slips/$FIXES_STATE/version"
+    say "Slips fixes: $n applied now, originals in $FIXES_STATE/orig/ (undo: $0 --uninstall $slips)"
+}
+
+# unapply_fixes SLIPS: puts back every original that a fix replaced; dies
+# before changing anything if a patched file was changed since.
+unapply_fixes() {
+    local slips=$1 version dir p rel file backup
+    [ -f "$slips/$FIXES_STATE/version" ] || return 0
+    version=$(cat "$slips/$FIXES_STATE/version")
+    dir=$FIXES_ROOT/$version
+    [ -d "$dir" ] || die "$slips/$FIXES_STATE says fixes for Slips $version were applied, but this pigeon has no slips-fixes/$version/"
+    for p in "$dir"/*.patch; do
+        [ -f "$p" ] || continue
+        rel=$(fix_field "$p" File)
+        case "$(fix_state "$p" "$slips")" in
+            applied)
+                backup=$slips/$FIXES_STATE/orig/$rel
+                [ -f "$backup" ] && [ "$(sha256_of "$backup")" = "$(fix_field "$p" Sha256-Before)" ] ||
+                    die "cannot undo $(basename "$p"): its backup $backup is missing or not the original"
+                ;;
+            original | missing) ;;
+            *) die "refusing to undo the Slips fixes: $slips/$rel changed since $(basename "$p") was applied; put it back by hand from $slips/$FIXES_STATE/orig/$rel or with git" ;;
+        esac
+    done
+    for p in "$dir"/*.patch; do
+        [ -f "$p" ] || continue
+        rel=$(fix_field "$p" File)
+        if [ "$(fix_state "$p" "$slips")" = applied ]; then
+            cp -p "$slips/$FIXES_STATE/orig/$rel" "$slips/$rel"
+            say "Slips fix $(basename "$p" .patch): undone, $rel is the original again"
+        fi
+    done
+    rm -rf "${slips:?}/$FIXES_STATE"
+}
+
 # ------------------------------------------------------------------ main
 
 mode=install
 binary=""
+fixes=1
 slips=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -285,6 +419,7 @@ while [ $# -gt 0 ]; do
             exit 0
             ;;
         --uninstall) mode=uninstall ;;
+        --no-fixes) fixes=0 ;;
         --binary)
             [ $# -ge 2 ] || die "--binary needs a file"
             binary=$2
@@ -312,8 +447,14 @@ slips=$(cd "$slips" && pwd)
 
 if [ "$mode" = uninstall ]; then
     [ -z "$binary" ] || die "--binary makes no sense with --uninstall"
+    unapply_fixes "$slips"
     uninstall "$slips"
     exit 0
+fi
+
+# the fixes are checked before anything is changed
+if [ "$fixes" -eq 1 ]; then
+    check_fixes "$slips"
 fi
 
 if [ -z "$binary" ]; then
@@ -325,3 +466,9 @@ fi
 [ -f "$binary" ] && [ -x "$binary" ] || die "$binary is not an executable file"
 "$binary" -help >/dev/null 2>&1 || die "$binary -help failed: not a working pigeon for this machine?"
 install "$slips" "$binary"
+if [ "$fixes" -eq 1 ]; then
+    apply_fixes "$slips"
+else
+    say "--no-fixes: Slips' own files left as they are (docs/SLIPS.md explains what the fixes do)"
+fi
+say "done; to undo: $0 --uninstall $slips"

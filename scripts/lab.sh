@@ -44,6 +44,11 @@ commands:
                          forward hook, oifname pI); PCT 0 removes the rule
   cut NAME I             partition host I: the bridge drops 100% to and from it
   heal NAME I            undo cut
+  default-route NAME I   give host I a default route via $SUBNET.254 (no such host), for
+                         programs that need one to find their own address (Slips connects a
+                         UDP socket to 8.8.8.8, which sends nothing); an nft rule in host I's
+                         output hook refuses, at once, every packet to an address outside
+                         $SUBNET.0/24, 224.0.0.0/4, 127.0.0.0/8 and ::1
   status NAME            show hosts, addresses, redis, loss rules and processes
   --help                 this text
 
@@ -349,6 +354,22 @@ cmd_heal() {
     echo "$PROG: host $i healed"
 }
 
+cmd_default_route() {
+    [ $# -eq 2 ] || die "usage: $PROG default-route NAME I"
+    local name=$1 i=$2
+    check_name "$name"
+    need_root default-route
+    need_nft
+    check_host "$name" "$i"
+    # the filter first: from the moment the route exists, nothing for the
+    # outside world may leave; refused in the output hook, so a sender
+    # fails at once (EPERM for UDP, "unreachable" for a TCP connect)
+    nft_replace "$name-h$i" inet lab_wall \
+        "chain out { type filter hook output priority 0; policy accept; ip daddr != { $SUBNET.0/24, 224.0.0.0/4, 127.0.0.0/8 } counter reject with icmpx type admin-prohibited; ip6 daddr != ::1 counter reject with icmpx type admin-prohibited; }"
+    ip -n "$name-h$i" route replace default via "$SUBNET.254" dev veth0
+    echo "$PROG: host $i: default route via $SUBNET.254, nothing outside the lab leaves it"
+}
+
 # ---------------------------------------------------------------- status
 
 cmd_status() {
@@ -400,6 +421,7 @@ case "$cmd" in
     link-loss) cmd_link_loss "$@" ;;
     cut) cmd_cut "$@" ;;
     heal) cmd_heal "$@" ;;
+    default-route) cmd_default_route "$@" ;;
     status) cmd_status "$@" ;;
     *)
         echo "$PROG: error: unknown command '$cmd'" >&2

@@ -11,13 +11,18 @@
 #
 # Environment: TEST_TIMEOUT_MIN (default 40): bound of the test run itself,
 # after the build, so a hung test cannot eat the CI budget. CI=true or
-# LONG_TESTS=1 also runs the 5-minute Redis outage test.
+# LONG_TESTS=1 also runs the 5-minute Redis outage test. PIGEON_SLIPS_TREE
+# (default ../shared/slips-1.1.21): the Slips 1.1.21 tree that the real-Slips
+# tests run; without it they skip and say so.
 
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 TEST_TIMEOUT_MIN=${TEST_TIMEOUT_MIN:-40}
+# the Slips 1.1.21 tree the real-Slips tests run (and the fixes are checked
+# against); they skip, saying so, without it
+SLIPS_TREE=${PIGEON_SLIPS_TREE:-$ROOT/../shared/slips-1.1.21}
 T0=$(date +%s)
 declare -a SUMMARY=()
 
@@ -47,6 +52,7 @@ install_missing() {
     command -v redis-cli >/dev/null 2>&1 || pkgs+=(redis-tools)
     command -v nft >/dev/null 2>&1 || pkgs+=(nftables)
     command -v ip >/dev/null 2>&1 || pkgs+=(iproute2)
+    command -v patch >/dev/null 2>&1 || pkgs+=(patch)
     if [ ${#pkgs[@]} -eq 0 ]; then
         echo "redis-server, redis-cli, nft and ip are present"
         return 0
@@ -118,6 +124,8 @@ lab_namespaces() {
     ip netns list 2>/dev/null | awk '{print $1}' | sort
 }
 
+# run_tests [CARGO TEST ARGS...]: the tests (all targets by default), then
+# a check that they left no lab behind.
 run_tests() {
     local before after leaked ns lab
     export RUST_BACKTRACE=1
@@ -125,7 +133,7 @@ run_tests() {
     cargo test --locked --all-targets --no-run || return
     before=$(lab_namespaces)
     local rc=0
-    timeout --kill-after=30 "${TEST_TIMEOUT_MIN}m" cargo test --locked --all-targets || rc=$?
+    timeout --kill-after=30 "${TEST_TIMEOUT_MIN}m" cargo test --locked "${@:---all-targets}" || rc=$?
     [ "$rc" -eq 124 ] && echo "the tests did not finish within $TEST_TIMEOUT_MIN minutes" >&2
     # every lab a test makes must be gone. The harness names labs
     # pg<pid>_<n>; one whose test process has exited is a leftover: remove
@@ -185,7 +193,18 @@ test_installer() {
     check() { [ "$@" ] || die "installer test: [ $* ] is false"; }
     same() { cmp -s "$1" "$2" || die "installer test: $1 differs from $2"; }
 
-    "$inst" --binary "$bin" "$t/slips" >"$t/out1" || { cat "$t/out1"; die "install failed"; }
+    # the fixes need the real Slips files: this tree has none, so the
+    # installer refuses, names the first file, and changes nothing
+    if "$inst" --binary "$bin" "$t/slips" >"$t/out0" 2>&1; then
+        die "installer test: the fixes were applied to a tree without Slips' files"
+    fi
+    grep -q "refusing to apply the Slips fixes: .*scan_detections_db.py does not exist" "$t/out0" ||
+        { cat "$t/out0"; die "installer test: the refusal does not name the file"; }
+    same "$t/go-pigeon" "$p/p2p4slips"
+    check -f "$p/main.go"
+
+    "$inst" --binary "$bin" --no-fixes "$t/slips" >"$t/out1" || { cat "$t/out1"; die "install failed"; }
+    grep -q -- "--no-fixes: Slips' own files left as they are" "$t/out1" || die "installer test: --no-fixes not reported"
     same "$bin" "$p/p2p4slips"
     same "$bin" "$p/pigeon"
     same "$t/go-pigeon" "$(echo "$p"/p2p4slips.go-pigeon.bak-*)"
@@ -203,7 +222,7 @@ test_installer() {
     # again: nothing moves, no new backup, the user's pigeon.toml is kept
     echo "# mine" >>"$p/pigeon.toml"
     cp "$p/pigeon.toml" "$t/mine.toml"
-    "$inst" --binary "$bin" "$t/slips" >"$t/out2" || { cat "$t/out2"; die "second install failed"; }
+    "$inst" --binary "$bin" --no-fixes "$t/slips" >"$t/out2" || { cat "$t/out2"; die "second install failed"; }
     check "$(find "$p" -maxdepth 1 -name '*.bak-*' | wc -l)" -eq 1
     check "$(find "$p" -maxdepth 1 -name 'go-pigeon-src*' | wc -l)" -eq 1
     same "$t/mine.toml" "$p/pigeon.toml"
@@ -221,7 +240,7 @@ test_installer() {
             *) die "installer test: the shim's output is not pigeon's usage: $out" ;;
         esac
         # reinstalling replaces the built shim without keeping it
-        "$inst" --binary "$bin" "$t/slips" >"$t/out3" || die "install over the shim failed"
+        "$inst" --binary "$bin" --no-fixes "$t/slips" >"$t/out3" || die "install over the shim failed"
         same "$bin" "$p/p2p4slips"
         check "$(find "$p" -maxdepth 1 -name '*.bak-*' | wc -l)" -eq 1
         echo "Go found: Slips' go build after a self-update yields the shim, which runs pigeon"
@@ -241,6 +260,92 @@ test_installer() {
     echo "installer: install, reinstall, uninstall all as expected"
     rm -rf "$t"
     INSTALL_TMP=""
+    test_installer_fixes "$bin"
+}
+
+# test_installer_fixes BINARY: the Slips fixes on a tree made of the real
+# Slips 1.1.21 files they patch (from ../shared/slips-1.1.21; skipped, with
+# a message, without it): applied, idempotent, refused for another VERSION
+# or a changed file (naming it, changing nothing), undone by --uninstall.
+test_installer_fixes() {
+    local bin=$1 t s src inst p rel
+    inst=$ROOT/scripts/install-into-slips.sh
+    src=$SLIPS_TREE
+    if [ ! -f "$src/VERSION" ]; then
+        echo "SKIP installer fixes test: no Slips tree at $src (the fixes are checked against its files)"
+        return 0
+    fi
+    check() { [ "$@" ] || die "installer fixes test: [ $* ] is false"; }
+    t=$(mktemp -d)
+    INSTALL_TMP=$t
+    s=$t/slips
+    mkdir -p "$s/modules/p2p_trust" "$s/config"
+    cp "$src/VERSION" "$s/VERSION"
+    for p in "$ROOT"/slips-fixes/1.1.21/*.patch; do
+        rel=$(sed -n 's/^File: //p' "$p")
+        mkdir -p "$(dirname "$s/$rel")"
+        cp "$src/$rel" "$s/$rel"
+    done
+    cp -a "$s" "$t/orig"
+
+    # another VERSION: refused before anything changes
+    echo 1.1.22 >"$s/VERSION"
+    if "$inst" --binary "$bin" "$s" >"$t/o1" 2>&1; then die "installer fixes test: applied to Slips 1.1.22"; fi
+    grep -q "no fixes for Slips 1.1.22" "$t/o1" || { cat "$t/o1"; die "installer fixes test: wrong refusal for 1.1.22"; }
+    check ! -e "$s/p2p4slips/p2p4slips"
+    cp "$t/orig/VERSION" "$s/VERSION"
+
+    # a file that is not the one the patch expects: refused, named
+    echo "# local change" >>"$s/modules/p2p_trust/trust/trustdb.py"
+    if "$inst" --binary "$bin" "$s" >"$t/o2" 2>&1; then die "installer fixes test: applied over a changed file"; fi
+    grep -q "modules/p2p_trust/trust/trustdb.py is not the Slips 1.1.21 file" "$t/o2" ||
+        { cat "$t/o2"; die "installer fixes test: the refusal does not name trustdb.py"; }
+    check ! -e "$s/p2p4slips/p2p4slips"
+    diff -r -x trustdb.py "$t/orig" "$s" >/dev/null || die "installer fixes test: a refused install changed files"
+    cp "$t/orig/modules/p2p_trust/trust/trustdb.py" "$s/modules/p2p_trust/trust/trustdb.py"
+
+    # applied; the result is each patch applied to the original
+    "$inst" --binary "$bin" "$s" >"$t/o3" 2>&1 || { cat "$t/o3"; die "installer fixes test: install failed"; }
+    check "$(grep -c 'Slips fix .*: applied to' "$t/o3")" -eq 6
+    for p in "$ROOT"/slips-fixes/1.1.21/*.patch; do
+        rel=$(sed -n 's/^File: //p' "$p")
+        check "$(sha256sum "$s/$rel" | cut -d' ' -f1)" = "$(sed -n 's/^Sha256-After: //p' "$p")"
+        cmp -s "$t/orig/$rel" "$s/.pigeon-fixes/orig/$rel" || die "installer fixes test: no backup of $rel"
+    done
+    # again: nothing to do
+    "$inst" --binary "$bin" "$s" >"$t/o4" 2>&1 || { cat "$t/o4"; die "installer fixes test: second install failed"; }
+    check "$(grep -c 'already applied' "$t/o4")" -eq 6
+
+    # a patched file changed since: --uninstall refuses, names it
+    cp "$s/modules/p2p_trust/utils/utils.py" "$t/utils.py"
+    echo "# local change" >>"$s/modules/p2p_trust/utils/utils.py"
+    if "$inst" --uninstall "$s" >"$t/o5" 2>&1; then die "installer fixes test: uninstalled over a changed file"; fi
+    grep -q "modules/p2p_trust/utils/utils.py changed since" "$t/o5" ||
+        { cat "$t/o5"; die "installer fixes test: the refusal does not name utils.py"; }
+    check -e "$s/p2p4slips/p2p4slips"
+    cp "$t/utils.py" "$s/modules/p2p_trust/utils/utils.py"
+
+    # --uninstall: Slips' files are the originals again
+    "$inst" --uninstall "$s" >"$t/o6" 2>&1 || { cat "$t/o6"; die "installer fixes test: uninstall failed"; }
+    check "$(grep -c 'undone' "$t/o6")" -eq 6
+    check ! -e "$s/.pigeon-fixes"
+    rm -rf "$s/p2p4slips"
+    diff -r "$t/orig" "$s" || die "installer fixes test: --uninstall did not restore Slips' files"
+    echo "installer: Slips fixes applied, idempotent, refused for another VERSION or a changed file, undone"
+    rm -rf "$t"
+    INSTALL_TMP=""
+}
+
+# ------------------------------------------------------------------ real Slips
+
+# real_slips_env: the venv and Redis 7.4 that the real-Slips tests need
+# (scripts/slips-env.sh), when the Slips tree is there to run.
+real_slips_env() {
+    if [ ! -f "$SLIPS_TREE/slips.py" ]; then
+        echo "SKIP real-Slips environment: no Slips tree at $SLIPS_TREE (the real_slips tests will skip too)"
+        return 0
+    fi
+    "$ROOT/scripts/slips-env.sh" >/dev/null
 }
 
 # ------------------------------------------------------------------ main
@@ -262,11 +367,19 @@ case "${1:-all}" in
         step "system packages" install_missing
         step "Go (optional)" install_go_if_possible
         step "Rust toolchain" find_cargo
+        if [ "$(id -u)" -eq 0 ]; then
+            step "real-Slips environment (scripts/slips-env.sh)" real_slips_env
+        fi
         step "cargo fmt --check" cargo fmt --all -- --check
         step "cargo clippy --all-targets -- -D warnings" \
             cargo clippy --locked --all-targets -- -D warnings
         if [ "$(id -u)" -eq 0 ]; then
-            step "cargo test --all-targets (unit and integration)" run_tests
+            # the real Slips (a dozen processes per host) runs alone, after
+            # the others, so that its load does not skew their timing
+            step "cargo test --all-targets (unit and integration)" \
+                run_tests --all-targets -- --skip real_slips::
+            step "real Slips 1.1.21 on a lab LAN (tests/integration/real_slips.rs)" \
+                run_tests --test integration real_slips:: -- --nocapture
             if [ "${CI:-}" = true ] || [ "${LONG_TESTS:-}" = 1 ]; then
                 # Redis down for 5 minutes during traffic, nothing lost
                 # (about 5.5 min; skipped in quick local runs).
@@ -280,7 +393,7 @@ case "${1:-all}" in
         step "install-into-slips.sh on a fake Slips tree" test_installer "$ROOT/target/debug/pigeon"
         ;;
     -h | --help)
-        sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)

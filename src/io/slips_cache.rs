@@ -1,6 +1,6 @@
 //! The request guard: before a peer's `request` reaches Slips, read what
 //! Slips will read to answer it, and deliver it only if Slips can answer
-//! without crashing (`slips::request_guard::judge`; docs/SLIPS.md §9).
+//! without crashing (`slips::request_guard::judge`; docs/SLIPS.md §11).
 //!
 //! Slips 1.1.21 reads `HGET IPsInfo:<field> <ip>` for `threat_level`,
 //! `score` and `confidence` on its cache connection, Redis port 6379 DB 1

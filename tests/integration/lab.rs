@@ -617,6 +617,16 @@ impl Lab {
         self.lab_sh(&["heal", &self.name, &i.to_string()]);
     }
 
+    /// Gives host `i` a default route via 10.77.0.254 (no such host), for
+    /// programs that need one to learn their own address (Slips connects a
+    /// UDP socket to 8.8.8.8, which sends nothing); an nft rule in the
+    /// host's output hook refuses every packet to an address outside the
+    /// lab, multicast and loopback (`lab.sh default-route`).
+    pub fn default_route(&self, i: usize) {
+        self.check_host(i);
+        self.lab_sh(&["default-route", &self.name, &i.to_string()]);
+    }
+
     /// `lab.sh`'s state directory of host `i` (`$LAB_STATE/NAME/hI`): its
     /// Redis' pid file, log and working directory.
     pub fn host_state_dir(&self, i: usize) -> PathBuf {

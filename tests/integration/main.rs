@@ -9,6 +9,7 @@ mod files;
 mod lab;
 mod loss;
 mod operator;
+mod real_slips;
 mod redis_bridge;
 mod request_guard;
 mod rogue;
