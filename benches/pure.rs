@@ -96,7 +96,7 @@ fn join(node: &mut Node, sender: &SigningKey, src: SocketAddr) {
     let mut nonce = None;
     while let Some(a) = node.poll_action() {
         if let Action::Send {
-            to: Destination::Unicast(to),
+            to: Destination::Probe(to),
             datagram,
         } = a
             && to == src4

@@ -221,6 +221,7 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
 
     let mut group_buf = vec![0u8; RECV_BUFFER];
     let mut unicast_buf = vec![0u8; RECV_BUFFER];
+    let mut probe_buf = vec![0u8; RECV_BUFFER];
     let mut parent_check = tokio::time::interval(PARENT_CHECK);
     let cause = loop {
         let wait = Duration::from_millis(node.poll_timeout().saturating_sub(now().mono));
@@ -232,6 +233,11 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
             r = sockets.unicast.recv_from(&mut unicast_buf) => {
                 on_recv(&mut node, Via::Unicast, r, &unicast_buf);
                 recv_more(&mut node, Via::Unicast, &sockets.unicast, &mut unicast_buf);
+            }
+            // Replies to our challenges come back to the probe socket.
+            r = sockets.probe.recv_from(&mut probe_buf) => {
+                on_recv(&mut node, Via::Unicast, r, &probe_buf);
+                recv_more(&mut node, Via::Unicast, &sockets.probe, &mut probe_buf);
             }
             Some(reply) = reports.recv() => {
                 let report = build_report(&node, &bridge, &version, &facts, &tally);
@@ -538,9 +544,10 @@ fn carry_out(
     while let Some(action) = node.poll_action() {
         match action {
             Action::Send { to, datagram } => {
-                let dest = match to {
-                    Destination::Multicast => sockets.group_addr,
-                    Destination::Unicast(a) => a,
+                let (socket, dest) = match to {
+                    Destination::Multicast => (&sockets.unicast, sockets.group_addr),
+                    Destination::Unicast(a) => (&sockets.unicast, a),
+                    Destination::Probe(a) => (&sockets.probe, a),
                 };
                 // Never wait for the socket: a flood that makes us answer
                 // many unreachable addresses (challenges to forged sources
@@ -548,7 +555,7 @@ fn carry_out(
                 // stall the loop. A datagram the kernel cannot take now is
                 // lost like any other; the delivery layer repairs what
                 // matters.
-                if let Err(e) = sockets.unicast.try_send_to(&datagram, SocketAddr::V4(dest)) {
+                if let Err(e) = socket.try_send_to(&datagram, SocketAddr::V4(dest)) {
                     tally.send_errors.record(&dest, &e);
                 }
             }

@@ -122,7 +122,7 @@ fn join(node: &mut Node, key: &SigningKey, src: SocketAddrV4) {
     let mut nonce = None;
     while let Some(a) = node.poll_action() {
         if let Action::Send {
-            to: Destination::Unicast(to),
+            to: Destination::Probe(to),
             datagram,
         } = a
             && to == src

@@ -111,6 +111,16 @@ const GO_DATA_TOTAL_QUOTA: Quota = Quota {
     burst: 400.0,
 };
 
+/// Responses to challenges, all keys together: 100 per second, bursts of
+/// 200. Each peer challenges us about once per session, so this is far
+/// above what a LAN of pigeons needs, and at ~300 bytes each it cannot fill
+/// a socket's send buffer (about 208 KiB on Linux) while datagrams to
+/// forged, unreachable sources wait in the neighbour queues (~3 s).
+const RESPONSE_QUOTA: Quota = Quota {
+    per_second: 100.0,
+    burst: 200.0,
+};
+
 /// The caller's clocks. Timers run on `mono`, a monotonic clock (any
 /// origin, never steps); datagram timestamps, freshness and persisted
 /// times use `wall`, Unix milliseconds.
@@ -151,8 +161,23 @@ pub enum Via {
 pub enum Destination {
     /// The LAN's multicast group.
     Multicast,
-    /// One peer.
+    /// One peer, from our unicast socket (the address we announce).
     Unicast(SocketAddrV4),
+    /// An address that has not proven it receives our datagrams, from a
+    /// socket of its own: challenges to forged, unreachable sources wait in
+    /// the kernel's neighbour queues and fill that socket's send buffer,
+    /// never the one peers are served from.
+    Probe(SocketAddrV4),
+}
+
+impl Destination {
+    /// The unicast address, if any.
+    pub fn unicast(self) -> Option<SocketAddrV4> {
+        match self {
+            Self::Multicast => None,
+            Self::Unicast(a) | Self::Probe(a) => Some(a),
+        }
+    }
 }
 
 /// Something the runtime must do.
@@ -271,6 +296,8 @@ pub struct Node {
     total_go_data: TokenBucket,
     /// Budget of every `peer_update` to Slips.
     total_peer_updates: TokenBucket,
+    /// Budget of every response to a challenge.
+    responses_total: TokenBucket,
     actions: VecDeque<Action>,
     stats: Stats,
     drop_log: DropLog,
@@ -344,6 +371,7 @@ impl Node {
             unproven_go_data: TokenBucket::full(GO_DATA_UNPROVEN_QUOTA, t),
             total_go_data: TokenBucket::full(GO_DATA_TOTAL_QUOTA, t),
             total_peer_updates: TokenBucket::full(PEER_UPDATE_QUOTA, t),
+            responses_total: TokenBucket::full(RESPONSE_QUOTA, t),
             actions: VecDeque::new(),
             stats: Stats::default(),
             drop_log: DropLog::default(),
@@ -890,7 +918,7 @@ impl Node {
             );
         }
         self.stats.challenges_sent += 1;
-        self.send(t, Destination::Unicast(addr), Kind::Challenge, &body);
+        self.send(t, Destination::Probe(addr), Kind::Challenge, &body);
         self.ledger
             .schedule_retry(addr, *key, retries, t + CHALLENGE_RETRY_MS);
     }
@@ -978,6 +1006,17 @@ impl Node {
             Kind::Response,
             &resp,
         );
+        // Responses must leave from the address we announce, the socket
+        // peers are served from: a budget in total keeps a flood of forged
+        // challenges from filling it (honest peers challenge us once per
+        // session each).
+        if !self.responses_total.take(RESPONSE_QUOTA, t) {
+            return self.drop(
+                t,
+                DropReason::NoCredit,
+                &format_args!("challenge from {src} over the budget of responses"),
+            );
+        }
         if out.is_none_or(|n| n > len) {
             self.stats.amplification_refused += 1;
             return self.drop(
@@ -1326,7 +1365,8 @@ impl Node {
             return false;
         };
         let quota = self.settings.response_quota;
-        let allowed = if self.peers.is_proven_at(key, to) {
+        let proven = self.peers.is_proven_at(key, to);
+        let allowed = if proven {
             self.peers
                 .get_mut(key)
                 .is_some_and(|p| p.responses.take_n(quota, t, len as f64))
@@ -1342,7 +1382,12 @@ impl Node {
             );
             return false;
         }
-        self.send(t, Destination::Unicast(to), kind, body)
+        let dest = if proven {
+            Destination::Unicast(to)
+        } else {
+            Destination::Probe(to)
+        };
+        self.send(t, dest, kind, body)
     }
 
     fn on_ack(&mut self, t: Millis, v: &Verified<'_>) {

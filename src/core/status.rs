@@ -204,7 +204,7 @@ impl Node {
     /// Counts a sent datagram by kind, and against the peer it went to.
     pub(super) fn count_sent(&mut self, to: Destination, kind: crate::wire::Kind) {
         self.stats.sent_by_kind.add(kind);
-        if let Destination::Unicast(addr) = to
+        if let Some(addr) = to.unicast()
             && let Some(p) = self.peers.iter_mut().find(|p| p.addr == Some(addr))
         {
             p.traffic.datagrams_out += 1;
@@ -258,7 +258,7 @@ mod tests {
             if let Action::Send { to, datagram } = a {
                 let via = match to {
                     Destination::Multicast => Via::Group,
-                    Destination::Unicast(_) => Via::Unicast,
+                    Destination::Unicast(_) | Destination::Probe(_) => Via::Unicast,
                 };
                 out.push((via, datagram));
             }

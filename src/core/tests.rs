@@ -183,7 +183,7 @@ impl Sim {
                                 }
                             }
                         }
-                        Destination::Unicast(addr) => {
+                        Destination::Unicast(addr) | Destination::Probe(addr) => {
                             if let Some(j) = self.nodes.iter().position(|n| n.addr == addr) {
                                 self.enqueue(j, from, Via::Unicast, &datagram);
                             } else {

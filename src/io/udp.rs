@@ -54,8 +54,12 @@ pub struct UdpSettings {
 pub struct Sockets {
     /// Receives multicast.
     pub group: UdpSocket,
-    /// Receives directed messages, sends everything.
+    /// Receives directed messages, sends everything but probes.
     pub unicast: UdpSocket,
+    /// Sends to addresses that have not proven themselves (challenges,
+    /// acks to unproven sources) and receives their replies, on a port of
+    /// its own, so that a full send buffer there never delays peers.
+    pub probe: UdpSocket,
     /// Where multicast goes.
     pub group_addr: SocketAddrV4,
     /// The unicast socket's local address (the actual port when 0 was asked).
@@ -86,9 +90,11 @@ pub fn bind(s: UdpSettings) -> Result<Sockets, UdpError> {
         Some(SocketAddr::V4(a)) => a,
         other => SocketAddrV4::new(s.host, other.map_or(s.port, |a| a.port())),
     };
+    let probe = bind_unicast(&s, 0)?;
     Ok(Sockets {
         group: step("tokio group socket", UdpSocket::from_std(group.into()))?,
         unicast: step("tokio unicast socket", UdpSocket::from_std(unicast.into()))?,
+        probe: step("tokio probe socket", UdpSocket::from_std(probe.into()))?,
         group_addr: SocketAddrV4::new(s.group, s.group_port),
         local,
     })
