@@ -207,9 +207,12 @@ impl RoguePigeon {
             let Ok((n, SocketAddr::V4(src))) = self.socket.recv_from(&mut buf) else {
                 continue;
             };
-            if !answered.contains_key(&src) {
+            // Challenges leave from the pigeon's probe socket: same host,
+            // another port. The response goes back where the challenge
+            // came from.
+            let Some(pigeon) = pigeons.iter().copied().find(|p| p.ip() == src.ip()) else {
                 continue;
-            }
+            };
             let Ok(v) = Unverified::parse(&buf[..n], NET).and_then(|u| u.verify(NET)) else {
                 continue;
             };
@@ -219,7 +222,7 @@ impl RoguePigeon {
             let Ok(body) = v.body::<ChallengeBody>() else {
                 continue;
             };
-            self.sessions.insert(src, v.stamp.instance);
+            self.sessions.insert(pigeon, v.stamp.instance);
             let r = self.seal(
                 Kind::Response,
                 &ResponseBody {
@@ -228,7 +231,7 @@ impl RoguePigeon {
                 },
             );
             self.send_to(src, &r);
-            answered.insert(src, true);
+            answered.insert(pigeon, true);
         }
         // A pigeon reads its unicast socket (our response) and its group
         // socket (what we send next) in no fixed order: let it take the
