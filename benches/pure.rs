@@ -87,9 +87,15 @@ fn join(node: &mut Node, sender: &SigningKey, src: SocketAddr) {
         last_bcast: 0,
         pad: String::new(),
     };
-    let bare = wire::sealed_len(sender, NET, stamp(1), Kind::Announce, &body).expect("announce");
-    // `,"pad":""` costs 9 bytes, every pad character one more.
-    body.pad = "x".repeat(wire::MIN_ANNOUNCE_LEN.saturating_sub(bare + 9).max(1));
+    body.pad = wire::padding(
+        sender,
+        NET,
+        stamp(1),
+        Kind::Announce,
+        &body,
+        wire::MIN_ANNOUNCE_LEN,
+    )
+    .expect("announce");
     let announce = wire::seal(sender, NET, stamp(1), Kind::Announce, &body).expect("seal");
     assert!(announce.len() >= wire::MIN_ANNOUNCE_LEN);
     node.handle_datagram(Now::same(at(1)), Via::Group, src, &announce);

@@ -114,9 +114,8 @@ fn join(node: &mut Node, key: &SigningKey, src: SocketAddrV4) {
         last_bcast: 0,
         pad: String::new(),
     };
-    let bare = wire::sealed_len(key, NET, stamp(1), Kind::Announce, &body).expect("announce");
-    // `,"pad":""` costs 9 bytes, every pad character one more.
-    body.pad = "x".repeat(wire::MIN_ANNOUNCE_LEN.saturating_sub(bare + 9).max(1));
+    body.pad = wire::padding(key, NET, stamp(1), Kind::Announce, &body, wire::MIN_ANNOUNCE_LEN)
+        .expect("announce");
     let announce = wire::seal(key, NET, stamp(1), Kind::Announce, &body).expect("seal");
     node.handle_datagram(Now::same(NOW), Via::Group, SocketAddr::V4(src), &announce);
     let mut nonce = None;

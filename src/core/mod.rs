@@ -934,14 +934,12 @@ impl Node {
         set_pad: impl Fn(&mut B, String),
     ) -> Option<usize> {
         let stamp = self.next_stamp(t);
-        let bare = wire::sealed_len(&self.key, &self.settings.network, stamp, kind, &*body)?;
-        if bare >= min_len {
-            return Some(bare);
+        let net = &self.settings.network;
+        let pad = wire::padding(&self.key, net, stamp, kind, &*body, min_len)?;
+        if !pad.is_empty() {
+            set_pad(body, pad);
         }
-        // `,"pad":""` costs 9 bytes; every pad character one more.
-        let fill = min_len.saturating_sub(bare + 9);
-        set_pad(body, "x".repeat(fill.max(1)));
-        wire::sealed_len(&self.key, &self.settings.network, stamp, kind, &*body)
+        wire::sealed_len(&self.key, net, stamp, kind, &*body)
     }
 
     /// A key we do not know announced itself: challenge it, keep nothing.

@@ -344,13 +344,27 @@ impl Rogue {
 
     /// An announce of `addr`, padded as a pigeon pads it.
     pub(crate) fn announce(&mut self, now: Millis) -> Vec<u8> {
-        let body = AnnounceBody {
+        let mut body = AnnounceBody {
             ip: *self.addr.ip(),
             port: self.addr.port(),
             interval_ms: 30_000,
             last_bcast: 0,
-            pad: "x".repeat(wire::MIN_ANNOUNCE_LEN - 300),
+            pad: String::new(),
         };
+        let stamp = Stamp {
+            instance: self.inst,
+            seq: self.seq + 1,
+            ts_ms: now,
+        };
+        body.pad = wire::padding(
+            &self.key,
+            "slips",
+            stamp,
+            Kind::Announce,
+            &body,
+            wire::MIN_ANNOUNCE_LEN,
+        )
+        .unwrap();
         self.seal(now, Kind::Announce, &body)
     }
 

@@ -354,6 +354,26 @@ pub fn sealed_len<B: Serialize>(
     message_bytes(key, network, stamp, kind, body).map(|m| PREFIX.len() + m.len() + SUFFIX_LEN)
 }
 
+/// The `pad` string that makes the datagram of `body` (sealed with its
+/// pad empty) at least `min_len` bytes: empty if it is long enough
+/// already. A body's `pad` is its last field, so `,"pad":""` costs 9 bytes
+/// and every pad character one more.
+pub fn padding<B: Serialize>(
+    key: &SigningKey,
+    network: &str,
+    stamp: Stamp,
+    kind: Kind,
+    body: &B,
+    min_len: usize,
+) -> Option<String> {
+    let bare = sealed_len(key, network, stamp, kind, body)?;
+    Some(if bare >= min_len {
+        String::new()
+    } else {
+        "x".repeat(min_len.saturating_sub(bare + 9).max(1))
+    })
+}
+
 fn message_bytes<B: Serialize>(
     key: &SigningKey,
     network: &str,

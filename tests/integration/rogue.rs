@@ -68,9 +68,15 @@ pub fn padded_announce(key: &SigningKey, stamp: Stamp, ip: Ipv4Addr, port: u16) 
         last_bcast: 0,
         pad: String::new(),
     };
-    let bare = wire::sealed_len(key, NET, stamp, Kind::Announce, &body).unwrap();
-    // `,"pad":""` costs 9 bytes, every pad character one more.
-    body.pad = "x".repeat(wire::MIN_ANNOUNCE_LEN.saturating_sub(bare + 9).max(1));
+    body.pad = wire::padding(
+        key,
+        NET,
+        stamp,
+        Kind::Announce,
+        &body,
+        wire::MIN_ANNOUNCE_LEN,
+    )
+    .unwrap();
     let d = wire::seal(key, NET, stamp, Kind::Announce, &body).unwrap();
     assert!(d.len() >= wire::MIN_ANNOUNCE_LEN, "{}", d.len());
     d
