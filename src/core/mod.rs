@@ -37,7 +37,7 @@ use bans::{BanParams, Bans};
 use delivery::{MAX_DIRECTED_BACKOFF_MS, Outbox, Pending};
 use ed25519_dalek::SigningKey;
 use limits::{KeyedLimiter, Quota, TokenBucket};
-use paths::{Challenger, Ledger};
+use paths::{Challenger, Ledger, RepeatFilter};
 use peers::{Peer, PeerState, PeerTable, PeerTraffic};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -118,6 +118,24 @@ const GO_DATA_TOTAL_QUOTA: Quota = Quota {
 /// forged, unreachable sources wait in the neighbour queues (~3 s).
 const RESPONSE_QUOTA: Quota = Quota {
     per_second: 100.0,
+    burst: 200.0,
+};
+
+/// Challenges of keys not in the table, on their first announce from an
+/// address (and retries): 200 per second, bursts of 200. Challenges to
+/// forged, unreachable sources wait ~3 s in the kernel's neighbour queue,
+/// charged to the probe socket's send buffer (about 208 KiB): at this rate
+/// (360 bytes each) it never fills.
+const FIRST_CONTACT_QUOTA: Quota = Quota {
+    per_second: 200.0,
+    burst: 200.0,
+};
+/// Challenges of keys not in the table whose address announced before,
+/// recently (an honest pigeon starting up announces three times, one
+/// second apart; a flood from forged sources mostly once each): a budget
+/// of their own, so that such a flood cannot keep a newcomer out.
+const REPEAT_CONTACT_QUOTA: Quota = Quota {
+    per_second: 200.0,
     burst: 200.0,
 };
 
@@ -289,6 +307,12 @@ pub struct Node {
     challenger: Challenger,
     /// Byte credit of addresses that have not proven they receive.
     ledger: Ledger,
+    /// Which source addresses announced recently (first contact or repeat).
+    repeats: RepeatFilter,
+    /// Budget of challenges on first contact (and retries).
+    first_contacts: TokenBucket,
+    /// Budget of challenges of addresses that announced before.
+    repeat_contacts: TokenBucket,
     bans: Bans,
     /// Shared budget of `go_data` from peers without a proven address.
     unproven_go_data: TokenBucket,
@@ -360,6 +384,9 @@ impl Node {
             sources: KeyedLimiter::new(source_quota, MAX_SOURCES, t),
             challenger: Challenger::new(secret),
             ledger: Ledger::new(MAX_LEDGER),
+            repeats: RepeatFilter::new(),
+            first_contacts: TokenBucket::full(FIRST_CONTACT_QUOTA, t),
+            repeat_contacts: TokenBucket::full(REPEAT_CONTACT_QUOTA, t),
             bans: Bans::new(
                 BanParams {
                     after: config.security.ban_after_misbehaviours,
@@ -777,7 +804,9 @@ impl Node {
             self.announce(t);
         }
         for (addr, key, left) in self.ledger.due_retries(t) {
-            self.challenge(t, addr, &key, left);
+            if self.first_contacts.take(FIRST_CONTACT_QUOTA, t) {
+                self.challenge(t, addr, &key, left);
+            }
         }
         if t >= self.next_housekeeping_ms {
             self.next_housekeeping_ms = t + HOUSEKEEPING_MS;
@@ -963,6 +992,21 @@ impl Node {
                 t,
                 DropReason::NoCredit,
                 &format_args!("short announce from {src}"),
+            );
+        }
+        let repeat = self
+            .repeats
+            .seen_before(self.challenger.address_hash(src), t);
+        let allowed = if repeat {
+            self.repeat_contacts.take(REPEAT_CONTACT_QUOTA, t)
+        } else {
+            self.first_contacts.take(FIRST_CONTACT_QUOTA, t)
+        };
+        if !allowed {
+            return self.drop(
+                t,
+                DropReason::ChallengeBudget,
+                &format_args!("announce of a new key from {src}: challenges over their budget"),
             );
         }
         self.challenge(t, src, v.key.as_bytes(), CHALLENGE_RETRIES);

@@ -72,6 +72,8 @@ pub enum DropReason {
     ReportsPeer,
     /// A message over the rate toward Slips (per peer, unproven or total).
     SlipsRate,
+    /// A new key's announce not challenged: challenges over their budget.
+    ChallengeBudget,
 }
 
 impl DropReason {
@@ -110,6 +112,7 @@ impl DropReason {
             Self::OtherInstance => "other_instance",
             Self::ReportsPeer => "reports_peer",
             Self::SlipsRate => "slips_rate",
+            Self::ChallengeBudget => "challenge_budget",
         }
     }
 
@@ -239,7 +242,7 @@ impl DropLog {
 
 impl DropReason {
     /// Every reason, in declaration order (metrics list each, even at 0).
-    pub const ALL: [DropReason; 32] = [
+    pub const ALL: [DropReason; 33] = [
         Self::Oversized,
         Self::BadFraming,
         Self::BadHeader,
@@ -272,6 +275,7 @@ impl DropReason {
         Self::OtherInstance,
         Self::ReportsPeer,
         Self::SlipsRate,
+        Self::ChallengeBudget,
     ];
 
     /// Index in [`DropReason::ALL`]. Exhaustive, so a new reason does not
@@ -310,6 +314,7 @@ impl DropReason {
             Self::OtherInstance => 29,
             Self::ReportsPeer => 30,
             Self::SlipsRate => 31,
+            Self::ChallengeBudget => 32,
         }
     }
 }
