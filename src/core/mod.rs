@@ -1010,6 +1010,10 @@ impl Node {
             );
         }
         self.challenge(t, src, v.key.as_bytes(), CHALLENGE_RETRIES);
+        // Announce back (at most once a second): a newcomer must prove us
+        // too, and during a flood it challenges only addresses it heard
+        // more than once.
+        self.schedule_answer(t);
     }
 
     /// Any key may challenge us: we sign the nonce back to where it came

@@ -82,7 +82,7 @@ fn status_follows_peers_as_they_come_and_go() {
     assert_eq!(h["group"], "239.255.112.103:47474");
     let p2 = row(&r, &id2).unwrap();
     assert_eq!(p2["address"], format!("{}:{}", w.h(2).ip, w.h(2).port));
-    assert_eq!(p2["address_proven"], false, "no path validation yet");
+    assert_eq!(p2["address_proven"], true, "proven by its response: {p2}");
     assert!(p2["datagrams_in"].as_u64().unwrap() >= 1, "{p2}");
     assert_eq!(p2["organisations"], serde_json::json!([]));
     assert_eq!(r["node"]["peers"].as_array().unwrap().len(), 1);
@@ -285,7 +285,8 @@ fn metrics_scraped_over_http_move_with_traffic() {
     assert_eq!(m["pigeon_redis_connected"], 1.0);
     assert_eq!(m["pigeon_slips_subscribed"], 1.0);
     assert_eq!(m["pigeon_peers{state=\"active\"}"], 1.0);
-    assert!(m["pigeon_datagrams_accepted_total{kind=\"announce\"}"] >= 1.0);
+    // The peer joined: its response to our challenge was accepted.
+    assert!(m["pigeon_datagrams_accepted_total{kind=\"response\"}"] >= 1.0);
     assert_eq!(m["pigeon_directed_delivery_seconds_count"], 0.0);
     assert!(!m.keys().any(|k| k.contains("12D3KooW")), "per-peer label");
 
