@@ -204,9 +204,21 @@ impl Node {
     /// Counts a sent datagram by kind, and against the peer it went to.
     pub(super) fn count_sent(&mut self, to: Destination, kind: crate::wire::Kind) {
         self.stats.sent_by_kind.add(kind);
-        if let Some(addr) = to.unicast()
-            && let Some(p) = self.peers.iter_mut().find(|p| p.addr == Some(addr))
-        {
+        let Some(addr) = to.unicast() else {
+            return;
+        };
+        // Most unicast datagrams answer the peer being handled: look there
+        // first, and scan the table only for the others.
+        let current = self
+            .handling_from
+            .filter(|k| self.peers.get(k).is_some_and(|p| p.addr == Some(addr)));
+        let key = current.or_else(|| {
+            self.peers
+                .iter()
+                .find(|p| p.addr == Some(addr))
+                .map(|p| p.key)
+        });
+        if let Some(p) = key.and_then(|k| self.peers.get_mut(&k)) {
             p.traffic.datagrams_out += 1;
         }
     }
