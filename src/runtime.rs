@@ -185,7 +185,7 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
     );
     let saver = PeerSaver::spawn(peer_path);
 
-    // Operator view (issue 13): the control socket and the metrics ask the
+    // Operator view: the control socket and the metrics ask the
     // loop for a report through `reports`; everything slower runs in their
     // own tasks.
     let (reports_tx, mut reports) = mpsc::channel::<ReportRequest>(16);

@@ -1,4 +1,4 @@
-//! What `pigeon status` shows (issue 13): the report a running pigeon
+//! What `pigeon status` shows: the report a running pigeon
 //! sends over its control socket, and its text rendering. Pure: the
 //! runtime fills a [`StatusReport`], `io::control` carries it as JSON,
 //! `io::metrics` turns it into Prometheus metrics, and [`render`] prints it.

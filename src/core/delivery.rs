@@ -52,7 +52,7 @@ pub(super) struct Pending {
     pub(super) next_ms: Millis,
     pub(super) backoff_ms: Millis,
     pub(super) deadline_ms: Millis,
-    /// Operator view (issue 13): first transmission, for the delivery time.
+    /// Operator view: first transmission, for the delivery time.
     pub(super) first_sent_ms: Millis,
 }
 

@@ -157,7 +157,7 @@ pub struct Stats {
     pub peer_updates_deferred: u64,
     /// Drops by reason.
     pub dropped: BTreeMap<DropReason, u64>,
-    // operator view (issue 13):
+    // operator view:
     /// Accepted (verified, acted upon) datagrams by kind.
     pub accepted_by_kind: KindCounts,
     /// Sent datagrams by kind.
@@ -238,7 +238,7 @@ impl DropLog {
     }
 }
 
-// ----- operator view (issue 13): per-kind counters and delivery times -----
+// ----- operator view: per-kind counters and delivery times -----
 
 impl DropReason {
     /// Every reason, in declaration order (metrics list each, even at 0).

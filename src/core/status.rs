@@ -1,4 +1,4 @@
-//! The operator view of a node (issue 13): plain snapshot structs built by
+//! The operator view of a node: plain snapshot structs built by
 //! a pure function, [`Node::status`], and the two counting hooks the node
 //! calls. No IO: `pigeon status` and the Prometheus endpoint render these
 //! (see `crate::status` and `crate::io::control`, `crate::io::metrics`).

@@ -1,4 +1,4 @@
-//! The control socket (issue 13): a Unix socket in the runtime directory
+//! The control socket: a Unix socket in the runtime directory
 //! (`pigeon.sock` next to the key and the peer list) on which a running
 //! pigeon answers `pigeon status`. Nothing listens on the network for it.
 //!

@@ -1,4 +1,4 @@
-//! The Prometheus endpoint (issue 13), off unless `metrics.listen` is set.
+//! The Prometheus endpoint, off unless `metrics.listen` is set.
 //!
 //! Every scrape asks the select loop for a [`StatusReport`] (the same
 //! snapshot `pigeon status` shows) and encodes it with `prometheus-client`

@@ -767,7 +767,7 @@ impl BridgeHandle {
 }
 
 impl BridgeHandle {
-    /// A read-only view of the bridge for the operator view (issue 13): it
+    /// A read-only view of the bridge for the operator view: it
     /// does not keep the bridge running, unlike a handle.
     pub fn probe(&self) -> BridgeProbe {
         BridgeProbe {
