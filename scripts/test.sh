@@ -376,8 +376,12 @@ case "${1:-all}" in
         if [ "$(id -u)" -eq 0 ]; then
             # the real Slips (a dozen processes per host) runs alone, after
             # the others, so that its load does not skew their timing
-            step "cargo test --all-targets (unit and integration)" \
-                run_tests --all-targets -- --skip real_slips::
+            # (--skip reaches every test binary: the benches, whose lab
+            # driver takes no test arguments, run in a step of their own)
+            step "cargo test (unit and integration)" \
+                run_tests --lib --bins --tests -- --skip real_slips::
+            step "cargo test --benches (the benches build and their checks pass)" \
+                run_tests --benches
             step "real Slips 1.1.21 on a lab LAN (tests/integration/real_slips.rs)" \
                 run_tests --test integration real_slips:: -- --nocapture
             if [ "${CI:-}" = true ] || [ "${LONG_TESTS:-}" = 1 ]; then
