@@ -375,7 +375,8 @@ case "${1:-all}" in
             cargo clippy --locked --all-targets -- -D warnings
         if [ "$(id -u)" -eq 0 ]; then
             # the real Slips (a dozen processes per host) runs alone, after
-            # the others, so that its load does not skew their timing
+            # the others, one test at a time, so that its load does not skew
+            # their timing nor stall Slips itself
             # (--skip reaches every test binary: the benches, whose lab
             # driver takes no test arguments, run in a step of their own)
             step "cargo test (unit and integration)" \
@@ -383,7 +384,7 @@ case "${1:-all}" in
             step "cargo test --benches (the benches build and their checks pass)" \
                 run_tests --benches
             step "real Slips 1.1.21 on a lab LAN (tests/integration/real_slips.rs)" \
-                run_tests --test integration real_slips:: -- --nocapture
+                run_tests --test integration real_slips:: -- --nocapture --test-threads=1
             if [ "${CI:-}" = true ] || [ "${LONG_TESTS:-}" = 1 ]; then
                 # Redis down for 5 minutes during traffic, nothing lost
                 # (about 5.5 min; skipped in quick local runs).

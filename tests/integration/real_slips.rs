@@ -715,19 +715,22 @@ fn patched_slips_asks_peers_answer_and_the_opinion_raises_evidence() {
         "real Slips: host 1's network opinion about {BAD_IP}: score {score:.3}, confidence {confidence:.3}"
     );
 
-    // A request about an IP nobody knows (fix 02: it no longer ends the
-    // P2P module of hosts 2 and 3; the error and shutdown checks below
-    // would see it).
+    // A request about an IP nobody knows: pigeon's request guard keeps it
+    // from Slips (which has no data about it, so would not answer; fix 02
+    // makes Slips survive it anyway). The error and shutdown checks below
+    // would see a crash.
     hosts[0].feed(&["request", "6379", UNKNOWN_IP, &hosts[0].ip()]);
-    let unknown = format!(
-        "[The Network -> Slips] request about {UNKNOWN_IP} from: {}",
-        ids[0]
-    );
     wait_until(
-        "hosts 2 and 3 get host 1's request about UNKNOWN_IP",
+        "the pigeons of hosts 2 and 3 keep host 1's request about UNKNOWN_IP from their Slips",
         STEP_TIMEOUT,
         &hosts,
-        || hosts[1..].iter().all(|h| h.slips_log().contains(&unknown)),
+        || {
+            hosts[1..].iter().all(|h| {
+                h.pigeon_log().lines().any(|l| {
+                    l.contains("request from a peer not delivered") && l.contains(UNKNOWN_IP)
+                })
+            })
+        },
     );
 
     // What the user reads on host 1.
