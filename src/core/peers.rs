@@ -250,42 +250,32 @@ impl PeerTable {
     /// never pushed out by new keys.
     pub fn insert(&mut self, peer: Peer, max: usize, max_per_ip: usize) -> bool {
         if let Some(ip) = peer.addr.map(|a| *a.ip()) {
-            let same_ip = || {
-                self.by_key
-                    .values()
-                    .filter(move |p| p.addr.is_some_and(|a| *a.ip() == ip))
-            };
-            if same_ip().count() >= max_per_ip {
-                let victim = same_ip()
-                    .filter(|p| p.state == PeerState::Inactive)
-                    .min_by_key(|p| p.last_seen_ms)
-                    .map(|p| *p.key.as_bytes());
-                match victim {
-                    Some(k) => {
-                        self.remove(&k);
-                    }
-                    None => return false,
-                }
+            let at_ip = |p: &Peer| p.addr.is_some_and(|a| *a.ip() == ip);
+            if self.by_key.values().filter(|p| at_ip(p)).count() >= max_per_ip
+                && !self.evict_inactive(at_ip)
+            {
+                return false;
             }
         }
-        if self.by_key.len() >= max {
-            let victim = self
-                .by_key
-                .values()
-                .filter(|p| p.state == PeerState::Inactive)
-                .min_by_key(|p| p.last_seen_ms)
-                .map(|p| *p.key.as_bytes());
-            match victim {
-                Some(k) => {
-                    self.remove(&k);
-                }
-                None => return false,
-            }
+        if self.by_key.len() >= max && !self.evict_inactive(|_| true) {
+            return false;
         }
         self.by_id
             .insert(peer.peer_id.clone(), *peer.key.as_bytes());
         self.by_key.insert(*peer.key.as_bytes(), peer);
         true
+    }
+
+    /// Removes the least recently seen inactive peer among those `which`
+    /// selects; false if there is none.
+    fn evict_inactive(&mut self, which: impl Fn(&Peer) -> bool) -> bool {
+        let victim = self
+            .by_key
+            .values()
+            .filter(|p| p.state == PeerState::Inactive && which(p))
+            .min_by_key(|p| p.last_seen_ms)
+            .map(|p| *p.key.as_bytes());
+        victim.is_some_and(|k| self.remove(&k).is_some())
     }
 
     /// Removes a peer.
