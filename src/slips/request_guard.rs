@@ -255,14 +255,7 @@ fn json_number(t: &str) -> Option<Py> {
     let int_digits = &t[int_start..i];
     let mut is_float = false;
     if b.get(i) == Some(&b'.') {
-        i += 1;
-        let s = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == s {
-            return None;
-        }
+        i = digits_after(b, i + 1)?;
         is_float = true;
     }
     if matches!(b.get(i), Some(b'e' | b'E')) {
@@ -270,13 +263,7 @@ fn json_number(t: &str) -> Option<Py> {
         if matches!(b.get(i), Some(b'+' | b'-')) {
             i += 1;
         }
-        let s = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == s {
-            return None;
-        }
+        i = digits_after(b, i)?;
         is_float = true;
     }
     if i != b.len() {
@@ -333,6 +320,16 @@ pub fn judge(
         Float::Crash(r) => Verdict::Crash(r),
         Float::Unsure(r) => Verdict::Unsure(r),
     }
+}
+
+/// The index past the ASCII digits that start at `i`; `None` if there is
+/// not at least one (a JSON fraction or exponent needs one).
+fn digits_after(b: &[u8], mut i: usize) -> Option<usize> {
+    let start = i;
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    (i > start).then_some(i)
 }
 
 #[cfg(test)]
