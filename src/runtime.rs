@@ -3,7 +3,7 @@
 //! and carries out its actions. No protocol decision is taken here.
 
 use crate::config::Config;
-use crate::core::{Action, Destination, Millis, Node, NodeParams, Now, Via};
+use crate::core::{Action, Destination, Millis, Node, NodeParams, Now, PeerList, Via};
 use crate::identity::{self, Identity, KeyOutcome};
 use crate::io::control::{self, ReportRequest};
 use crate::io::metrics;
@@ -121,7 +121,7 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         Loaded::Missing => Vec::new(),
         Loaded::Peers(f) => {
             tracing::info!(peers = f.peers.len(), file = %peer_path_shown, "peer list loaded");
-            f.peers
+            f.into_records()
         }
         Loaded::Corrupt { moved_to, reason } => {
             tracing::error!(
@@ -617,7 +617,7 @@ impl SendErrors {
 /// write (full disk, read-only directory) is retried.
 struct PeerSaver {
     /// Latest list handed over, numbered.
-    tx: watch::Sender<(u64, Option<PeerFile>)>,
+    tx: watch::Sender<(u64, Option<PeerList>)>,
     /// Number of the latest list on disk.
     done: watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
@@ -626,16 +626,17 @@ struct PeerSaver {
 impl PeerSaver {
     /// `None`: persistence disabled, lists are discarded.
     fn spawn(path: Option<PathBuf>) -> Self {
-        let (tx, mut rx) = watch::channel::<(u64, Option<PeerFile>)>((0, None));
+        let (tx, mut rx) = watch::channel::<(u64, Option<PeerList>)>((0, None));
         let (done_tx, done) = watch::channel(0u64);
         let task = tokio::spawn(async move {
             loop {
-                let (n, file) = rx.borrow_and_update().clone();
+                let (n, list) = rx.borrow_and_update().clone();
                 if path.is_none() {
                     let _ = done_tx.send(n);
-                } else if let (Some(file), Some(path)) = (file, &path) {
+                } else if let (Some(list), Some(path)) = (list, &path) {
                     let p = path.clone();
-                    match tokio::task::spawn_blocking(move || peerstore::save(&p, &file)).await {
+                    let write = move || peerstore::save(&p, &PeerFile::from_list(&list));
+                    match tokio::task::spawn_blocking(write).await {
                         Ok(Ok(())) => {
                             let _ = done_tx.send(n);
                         }
@@ -655,10 +656,10 @@ impl PeerSaver {
         Self { tx, done, task }
     }
 
-    fn save(&self, file: PeerFile) {
-        self.tx.send_modify(|(n, f)| {
+    fn save(&self, list: PeerList) {
+        self.tx.send_modify(|(n, l)| {
             *n += 1;
-            *f = Some(file);
+            *l = Some(list);
         });
     }
 

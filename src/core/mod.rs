@@ -26,7 +26,6 @@ pub mod status;
 use crate::config::DeliveryConfig;
 use crate::config::{BlamePolicy, Config};
 use crate::identity::peer_id_of;
-use crate::peerstore::{FORMAT_VERSION, PeerFile, StoredPeer};
 use crate::slips::payload::{self, PayloadKind};
 use crate::slips::{Recipient, ToSlips};
 use crate::wire::{
@@ -39,6 +38,7 @@ use ed25519_dalek::SigningKey;
 use limits::{KeyedLimiter, Quota, TokenBucket};
 use paths::{Challenger, Ledger, RepeatFilter};
 use peers::{Peer, PeerState, PeerTable, PeerTraffic};
+pub use peers::{PeerList, PeerRecord};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use reliability::{Observation, Reliability, ReliabilityParams};
@@ -210,8 +210,8 @@ pub enum Action {
     },
     /// Publish a message for Slips.
     ToSlips(ToSlips),
-    /// Write the peer list.
-    SavePeers(PeerFile),
+    /// Remember the peer list (the runtime writes it to the peer list file).
+    SavePeers(PeerList),
 }
 
 /// Facts about this run that do not come from the configuration.
@@ -361,7 +361,7 @@ impl Node {
         config: &Config,
         key: SigningKey,
         params: NodeParams,
-        stored: Vec<StoredPeer>,
+        stored: Vec<PeerRecord>,
         now: Now,
     ) -> Self {
         let settings = Settings::from_config(config);
@@ -436,33 +436,25 @@ impl Node {
         u64::try_from(w).unwrap_or(0)
     }
 
-    fn load_stored(&mut self, stored: Vec<StoredPeer>, t: Millis) {
-        let own = *self.key.verifying_key().as_bytes();
+    fn load_stored(&mut self, stored: Vec<PeerRecord>, t: Millis) {
+        let own = self.key.verifying_key();
         let wall = self.wall(t);
         for s in stored {
-            let Some(key) = wire::decode_key(&s.public_key) else {
-                tracing::warn!(peer = %s.peer_id, "peer list: invalid public key, entry skipped");
-                continue;
-            };
-            if *key.as_bytes() == own {
+            if s.key == own {
                 continue;
             }
-            let last_seen_ms = s.last_seen.saturating_mul(1000);
-            if wall.saturating_sub(last_seen_ms) > self.settings.forget_after_ms {
+            if wall.saturating_sub(s.last_seen_ms) > self.settings.forget_after_ms {
                 // Forgotten: the file must be rewritten without it.
                 self.mark_dirty();
                 continue;
             }
-            let mut peer = self.new_peer(key, t);
-            peer.addr = match (s.ip, s.port) {
-                (Some(ip), Some(port)) => Some(SocketAddrV4::new(ip, port)),
-                _ => None,
-            };
-            peer.first_seen_ms = s.first_seen.saturating_mul(1000);
-            peer.last_seen_ms = last_seen_ms;
-            peer.persisted_last_seen_ms = last_seen_ms;
+            let mut peer = self.new_peer(s.key, t);
+            peer.addr = s.addr;
+            peer.first_seen_ms = s.first_seen_ms;
+            peer.last_seen_ms = s.last_seen_ms;
+            peer.persisted_last_seen_ms = s.last_seen_ms;
             peer.last_heard_ms = 0;
-            peer.reliability = Reliability::from_stored(s.reliability);
+            peer.reliability = Reliability::from_sums(s.reliability);
             peer.reported_reliability = s.reported_reliability.filter(|r| r.is_finite());
             self.peers
                 .insert(peer, self.settings.max_peers, self.settings.max_keys_per_ip);
@@ -1835,14 +1827,11 @@ impl Node {
         for p in self.peers.iter_mut() {
             p.persisted_last_seen_ms = p.last_seen_ms;
         }
-        let mut peers: Vec<StoredPeer> = self.peers.iter().map(Peer::to_stored).collect();
+        let mut peers: Vec<PeerRecord> = self.peers.iter().map(Peer::to_record).collect();
         peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
-        let saved_at = secs(self.wall(t)).max(0).unsigned_abs();
-        self.actions.push_back(Action::SavePeers(PeerFile {
-            version: FORMAT_VERSION,
-            saved_at,
-            peers,
-        }));
+        let saved_at_ms = self.wall(t);
+        self.actions
+            .push_back(Action::SavePeers(PeerList { saved_at_ms, peers }));
         self.dirty = false;
         self.last_save_ms = t;
     }
