@@ -12,7 +12,7 @@
 //! defaults; then the flags; then `-rename-with-port`; then
 //! [`Config::validate`].
 
-use crate::cli::CliArgs;
+use crate::cli::{CliArgs, UsageDefaults};
 use serde::{Deserialize, Deserializer};
 use std::ffi::OsString;
 use std::net::Ipv4Addr;
@@ -605,6 +605,20 @@ impl Config {
         cfg.apply_cli(cli);
         cfg.validate().map_err(|e| e.with_origin("command line"))?;
         Ok(cfg)
+    }
+
+    /// The values the command line's help text shows as defaults.
+    pub fn usage_defaults(&self) -> UsageDefaults<'_> {
+        UsageDefaults {
+            port: self.network.port,
+            host: self.network.host,
+            key_file: &self.identity.key_file,
+            peerstore_file: &self.peerstore.file,
+            redis_address: &self.redis.address,
+            channel_pygo: &self.redis.channel_pygo,
+            channel_gopy: &self.redis.channel_gopy,
+            network: &self.network.name,
+        }
     }
 
     /// Overrides values with the flags that were given, then applies
@@ -1318,5 +1332,30 @@ mod tests {
             invalid_key("[metrics]\nlisten = \"localhost\"\n"),
             "metrics.listen"
         );
+    }
+
+    #[test]
+    fn usage_lists_every_flag() {
+        let u = crate::cli::usage(&Config::default().usage_defaults());
+        for f in [
+            "-config",
+            "-port",
+            "-host",
+            "-key-file",
+            "-key-reset",
+            "-peerstore-file",
+            "-rename-with-port",
+            "-redis-db",
+            "-redis-delete",
+            "-redis-channel-pygo",
+            "-redis-channel-gopy",
+            "-rendezvous",
+            "-pid",
+            "-test",
+            "-help",
+        ] {
+            assert!(u.contains(f), "{f} missing from usage");
+        }
+        assert!(u.contains("4001"));
     }
 }
