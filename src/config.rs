@@ -13,6 +13,7 @@
 //! [`Config::validate`].
 
 use crate::cli::{CliArgs, UsageDefaults};
+use crate::io::redis_bridge::RedisAddress;
 use serde::{Deserialize, Deserializer};
 use std::ffi::OsString;
 use std::net::Ipv4Addr;
@@ -90,8 +91,8 @@ pub struct IdentityConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// Go flag `--redis-db`: `host:port`, `redis://[:password@]host:port/db`
-    /// or `unix:///path/to/socket`.
-    pub address: String,
+    /// or `unix:///path/to/socket`; parsed once, when set.
+    pub address: RedisAddress,
     /// Slips → pigeon channel (Go flag `-redis-channel-pygo`).
     pub channel_pygo: String,
     /// pigeon → Slips channel (Go flag `-redis-channel-gopy`).
@@ -134,7 +135,7 @@ pub struct SlipsConfig {
     /// `IPsInfo:threat_level|score|confidence` (Slips 1.1.21 always uses
     /// port 6379, DB 1). Any form `redis.address` accepts; the DB comes from
     /// the address (`redis://host:port/1`).
-    pub cache_redis: String,
+    pub cache_redis: RedisAddress,
 }
 
 /// What to do with `blame` messages from peers.
@@ -345,7 +346,7 @@ impl Default for NetworkConfig {
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
-            address: "localhost:6379".to_owned(),
+            address: RedisAddress::new("localhost:6379"),
             channel_pygo: "p2p_pygo".to_owned(),
             channel_gopy: "p2p_gopy".to_owned(),
             password: String::new(),
@@ -364,7 +365,7 @@ impl Default for SlipsConfig {
             blame_allowlist: Vec::new(),
             report_peer_addresses: false,
             request_guard: true,
-            cache_redis: "redis://127.0.0.1:6379/1".to_owned(),
+            cache_redis: RedisAddress::new("redis://127.0.0.1:6379/1"),
         }
     }
 }
@@ -614,7 +615,7 @@ impl Config {
             host: self.network.host,
             key_file: &self.identity.key_file,
             peerstore_file: &self.peerstore.file,
-            redis_address: &self.redis.address,
+            redis_address: self.redis.address.as_str(),
             channel_pygo: &self.redis.channel_pygo,
             channel_gopy: &self.redis.channel_gopy,
             network: &self.network.name,
@@ -645,7 +646,7 @@ impl Config {
             self.peerstore.file = v.clone();
         }
         if let Some(v) = &cli.redis_db {
-            self.redis.address = v.clone();
+            self.redis.address = RedisAddress::new(v.clone());
         }
         if let Some(v) = cli.redis_delete {
             self.redis.delete_on_start = v;
@@ -709,19 +710,22 @@ impl Config {
             ));
         }
 
-        if let Err(e) = crate::io::redis_bridge::parse_address(&self.slips.cache_redis) {
+        if let Err(e) = self.slips.cache_redis.target() {
             return Err(invalid("slips.cache_redis", e.to_string()));
         }
 
         let r = &self.redis;
         for (key, v) in [
-            ("redis.address", &r.address),
+            ("redis.address", r.address.as_str()),
             ("redis.channel_pygo", &r.channel_pygo),
             ("redis.channel_gopy", &r.channel_gopy),
         ] {
             if v.trim().is_empty() {
                 return Err(invalid(key, "must not be empty"));
             }
+        }
+        if let Err(e) = r.address.target() {
+            return Err(invalid("redis.address", e.to_string()));
         }
         if r.channel_pygo == r.channel_gopy {
             return Err(invalid(
@@ -1256,7 +1260,7 @@ mod tests {
         assert_eq!(c.network.host, Some(Ipv4Addr::new(192, 168, 1, 23)));
         assert!(c.identity.key_reset && c.redis.delete_on_start);
         assert_eq!(c.peerstore.file, PathBuf::from("ps.json"));
-        assert_eq!(c.redis.address, "127.0.0.1:6379");
+        assert_eq!(c.redis.address.as_str(), "127.0.0.1:6379");
         assert_eq!(
             (c.redis.channel_pygo.as_str(), c.redis.channel_gopy.as_str()),
             ("a", "b")

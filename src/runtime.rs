@@ -147,9 +147,9 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
 
     let redis_settings = RedisSettings::from_config(&config.redis, base_dir)?;
     let guard_password = redis_settings.password.clone();
-    let (bridge, mut from_slips) = redis_bridge::start(redis_settings).await?;
+    let (bridge, mut from_slips) = redis_bridge::start(redis_settings).await;
     let guard = if config.slips.request_guard {
-        let target = redis_bridge::parse_address(&config.slips.cache_redis)?;
+        let target = config.slips.cache_redis.target()?.clone();
         tracing::info!(cache = %target, "request guard on: peers' requests reach Slips only if Slips can answer them");
         Some(RequestGuard::spawn(target, guard_password, bridge.clone()))
     } else {
@@ -192,7 +192,10 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
     let mut tally = Tally::default();
     let mut facts = Facts {
         started: unix_now(),
-        redis: redis_bridge::parse_address(&config.redis.address)
+        redis: config
+            .redis
+            .address
+            .target()
             .map_or_else(|_| String::from("?"), |t| t.to_string()),
         channel_gopy: config.redis.channel_gopy.clone(),
         outbox_capacity: config.redis.outbox_capacity,
