@@ -93,7 +93,8 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
     let control_socket = bind_control(&config, base_dir).await?;
 
     let identity = load_identity(&config, base_dir)?;
-    let mut version = SlipsVersion::discover(binary, &config.slips.version);
+    let version_file = slips::version_file(binary).and_then(|p| std::fs::read_to_string(p).ok());
+    let mut version = SlipsVersion::new(version_file.as_deref(), &config.slips.version);
     match version.source() {
         VersionSource::File => {
             tracing::info!(version = version.value(), "Slips version from VERSION file")
