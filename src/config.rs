@@ -118,7 +118,9 @@ pub struct SlipsConfig {
     /// has told us yet.
     pub version: String,
     /// Blames from peers: Slips 1.1.21 blocks a blamed IP without any
-    /// check (audit finding SLP-009), so by default they are dropped.
+    /// check (`handle_new_blame_message` in
+    /// `slips_files/core/evidence_handler_worker.py`), so by default they
+    /// are dropped.
     pub blames: BlamePolicy,
     /// Peer ids whose blames are forwarded with `blames = "allowlist"`.
     pub blame_allowlist: Vec<String>,

@@ -338,8 +338,9 @@ fn outage_of_1_second() {
     survive_outage(6402, Duration::from_secs(1));
 }
 
-/// Longer than the connection manager's own retry budget (rust-notes
-/// §1.3): only the bridge's health check brings it back.
+/// Longer than the connection manager's own retry budget (redis 1.8.1:
+/// 6 retries, delays doubling from 100 ms, plus connection timeouts): only
+/// the bridge's health check brings it back.
 #[test]
 fn outage_of_12_seconds() {
     survive_outage(6403, Duration::from_secs(12));
@@ -447,7 +448,8 @@ fn passwords_and_auth_files() {
         let authed = "redis://:s3cret@127.0.0.1:6408/0".to_owned();
         let rt = runtime();
 
-        // SLP-006: the password comes from ../redis_auth.conf.
+        // Newer Slips keep the password in permanent/redis_auth.conf, which
+        // is ../redis_auth.conf from pigeon's working directory.
         let dir = tempfile::tempdir().unwrap();
         let runtime_dir = dir.path().join("p2p_trust_runtime");
         std::fs::create_dir(&runtime_dir).unwrap();

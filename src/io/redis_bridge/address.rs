@@ -132,7 +132,10 @@ impl<'de> Deserialize<'de> for RedisAddress {
 }
 
 /// Reads a Redis auth file. A file that does not exist means "no
-/// password" (Redis servers started before SLP-006 have none).
+/// password": Slips up to 1.1.21 has none, and Redis servers that a later
+/// Slips started before it added passwords run without one (Slips'
+/// `try_connect_with_and_without_password` in
+/// `slips_files/core/database/redis_db/redis_auth.py`).
 pub(super) fn read_auth_file(path: &Path) -> Result<Option<String>, BridgeError> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse_auth_file(&text).map_err(|reason| BridgeError::AuthFileFormat {
@@ -149,7 +152,10 @@ pub(super) fn read_auth_file(path: &Path) -> Result<Option<String>, BridgeError>
 
 /// Extracts the password from the contents of Slips' `redis_auth.conf`.
 ///
-/// Slips does not document the format (SLP-006), so these are accepted:
+/// Slips does not document the format. It writes one line `requirepass
+/// <password>` (`ensure_redis_password` in
+/// `slips_files/core/database/redis_db/redis_auth.py`, Slips after 1.1.21),
+/// but other tools may write the file, so these are accepted:
 ///
 /// * blank lines and lines starting with `#` are ignored, and every line
 ///   is trimmed of surrounding whitespace;

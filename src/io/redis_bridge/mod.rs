@@ -2,9 +2,10 @@
 //!
 //! Slips and its pigeon talk through two pub/sub channels of Slips' main
 //! Redis: Slips publishes on `p2p_pygo`, pigeon publishes on `p2p_gopy`, and
-//! pigeon writes one key, `multiAddress`, that Slips reads once about two
-//! seconds after starting it (slips-contract §1.3-1.4). This module is only
-//! that transport: it never looks inside a message.
+//! pigeon writes one key, `multiAddress`, that Slips reads once, two
+//! seconds after starting it (Slips 1.1.21 `modules/p2p_trust/p2p_trust.py`:
+//! `time.sleep(2)` then `get_multiaddr()`). This module is only that
+//! transport: it never looks inside a message.
 //!
 //! # Why it is built this way
 //!
@@ -12,11 +13,16 @@
 //!   is fatal after [`start`] has accepted the settings: it returns at once,
 //!   a supervisor task connects in the background, and everything queued
 //!   before that is delivered once Redis answers.
-//! * **redis 1.8 does not reconnect pub/sub by itself** (rust-notes §1.3):
-//!   `aio::PubSub` never reconnects, and `ConnectionManager` reconnects and
-//!   resubscribes only with RESP3, a push sender and automatic
-//!   resubscription, and even then gives up once its retry budget (~12 s) is
-//!   spent unless a command re-arms it. So the supervisor PINGs every second
+//! * **redis 1.8 does not reconnect pub/sub by itself**: `aio::PubSub`
+//!   never reconnects, and `ConnectionManager` reconnects and resubscribes
+//!   only with RESP3, a push sender and automatic resubscription
+//!   (`ConnectionManagerConfig::set_automatic_resubscription`,
+//!   <https://docs.rs/redis/1.8.1/redis/aio/struct.ConnectionManagerConfig.html>),
+//!   and even then gives up once its retry budget is spent (by default 6
+//!   retries, delays doubling from 100 ms: redis 1.8.1
+//!   `src/aio/connection_manager.rs`; with the connection timeouts about
+//!   12 s) unless a command re-arms it (`outage_of_12_seconds` in
+//!   `tests/integration/redis_bridge.rs` shows it). So the supervisor PINGs every second
 //!   through the manager, and rebuilds the manager from scratch when it stays
 //!   down for a long time or fails for a non-I/O reason (wrong password).
 //! * **Pub/sub has no backlog.** A message published while Slips is not
@@ -154,8 +160,10 @@ impl RedisSettings {
     /// password in `cfg.redis_auth_file`, resolved against `base_dir` (the
     /// working directory; Slips runs pigeon in
     /// `<slips>/<permanent>/p2p_trust_runtime`, so the default
-    /// `../redis_auth.conf` is Slips' `permanent/redis_auth.conf`,
-    /// audit finding SLP-006). A missing auth file means no password;
+    /// `../redis_auth.conf` is Slips' `permanent/redis_auth.conf`, where
+    /// Slips after 1.1.21 keeps the password of all its Redis servers:
+    /// `slips_files/core/database/redis_db/redis_auth.py`). A missing auth
+    /// file means no password;
     /// an unreadable or malformed one is an error. See [`parse_auth_file`]
     /// for the accepted file formats. An address that did not parse is an
     /// error too (`Config::validate` reports it first).

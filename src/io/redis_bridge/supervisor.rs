@@ -23,7 +23,8 @@ use super::outbox::Shared;
 use super::{Backoff, Endpoint, LOG_INTERVAL, RETRY_MIN, RateLimit, RedisTarget, until_shutdown};
 
 /// How often the supervisor PINGs. Without a command the manager stops
-/// reconnecting after ~12 s (rust-notes §1.3).
+/// reconnecting once its retries are spent, about 12 s (see the module
+/// documentation of `redis_bridge`).
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// Cap of the delay between attempts to reach a Redis that is down.
 const CONNECT_RETRY_MAX: Duration = Duration::from_secs(1);
