@@ -16,7 +16,7 @@ use base64::prelude::BASE64_STANDARD;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ed25519_dalek::{Signature, Signer as _, SigningKey};
 use pigeon::config::Config;
-use pigeon::core::{Action, Destination, Millis, Node, NodeParams, Now, Via};
+use pigeon::core::{Action, Destination, Millis, Node, NodeParams, Now, PeerRecord, Via};
 use pigeon::identity::peer_id_of;
 use pigeon::peerstore::{self, FORMAT_VERSION, Loaded, PeerFile, StoredPeer, StoredReliability};
 use pigeon::slips::{ToSlips, payload};
@@ -356,8 +356,9 @@ fn peer_file(n: usize, now_secs: u64) -> PeerFile {
 }
 
 /// Start-up cost of a large peer list: `peerstore::load` (read + JSON) and
-/// `Node::new` (key decoding, table inserts; beyond `max_peers`, 1024 by
-/// default, every insert evicts the least recently seen inactive peer).
+/// `PeerFile::into_records` (key decoding), then `Node::new` (table
+/// inserts; beyond `max_peers`, 1024 by default, every insert evicts the
+/// least recently seen inactive peer).
 fn peer_list(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let now_secs = T0 / 1000;
@@ -368,10 +369,10 @@ fn peer_list(c: &mut Criterion) {
         peerstore::save(&path, &peer_file(n, now_secs)).expect("save");
         let config = Config::default();
         let load = || match peerstore::load(&path).expect("load") {
-            Loaded::Peers(f) => f.peers,
+            Loaded::Peers(f) => f.into_records(),
             other => panic!("peer list not loaded: {other:?}"),
         };
-        let new_node = |stored: Vec<StoredPeer>| {
+        let new_node = |stored: Vec<PeerRecord>| {
             Node::new(
                 &config,
                 key(1),

@@ -209,7 +209,7 @@ slips_tree() {
     cp "$BIN" "$t/p2p4slips/p2p4slips"
     cat >"$t/permanent/p2p_trust_runtime/pigeon.toml" <<'EOF'
 # Demo only. By default pigeon drops blames from peers: Slips 1.1.21 blocks
-# a blamed IP without any check (audit finding SLP-009), so one lying peer
+# a blamed IP without any check (evidence_handler_worker.py), so one lying peer
 # could get any address blocked. The demo forwards them to show one.
 [slips]
 blames = "all"
@@ -268,7 +268,7 @@ output/p2p_trust/p2p.log. Here pigeon-slips plays Slips on each host's Redis."
 say ""
 explain "Demo setting: each runtime folder has a pigeon.toml with [slips] \
 blames = \"all\". By default pigeon DROPS blames from peers: Slips $SLIPS_VERSION \
-blocks a blamed IP without any check (audit finding SLP-009). It is turned on \
+blocks a blamed IP without any check. It is turned on \
 here only so step 3 can show one."
 for i in $(seq 1 "$N"); do
     slips_tree "$i"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh: every check CI runs, in order; exits non-zero on the first failure.
 #
-#   scripts/test.sh            formatting, clippy, all tests, installer test
+#   scripts/test.sh            formatting, clippy, fuzz targets compile, all
+#                              tests, installer test
 #   scripts/test.sh install    only the installer test (a fake Slips tree)
 #
 # Run as root (`sudo scripts/test.sh`): the integration tests build simulated
@@ -373,6 +374,14 @@ case "${1:-all}" in
         step "cargo fmt --check" cargo fmt --all -- --check
         step "cargo clippy --all-targets -- -D warnings" \
             cargo clippy --locked --all-targets -- -D warnings
+        # the fuzz targets (a crate of its own) must keep compiling against
+        # the library; checked without libFuzzer, so neither cargo-fuzz, a
+        # nightly toolchain nor a C++ compiler is needed. If pigeon's
+        # dependencies changed, refresh fuzz/Cargo.lock with the same
+        # command without --locked.
+        step "fuzz targets compile (cargo check of fuzz/)" \
+            cargo check --locked --manifest-path fuzz/Cargo.toml --no-default-features \
+            --bins --target-dir "$ROOT/target"
         if [ "$(id -u)" -eq 0 ]; then
             # the real Slips (a dozen processes per host) runs alone, after
             # the others, one test at a time, so that its load does not skew
@@ -398,7 +407,7 @@ case "${1:-all}" in
         step "install-into-slips.sh on a fake Slips tree" test_installer "$ROOT/target/debug/pigeon"
         ;;
     -h | --help)
-        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)

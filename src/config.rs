@@ -12,7 +12,8 @@
 //! defaults; then the flags; then `-rename-with-port`; then
 //! [`Config::validate`].
 
-use crate::cli::CliArgs;
+use crate::cli::{CliArgs, UsageDefaults};
+use crate::io::redis_bridge::RedisAddress;
 use serde::{Deserialize, Deserializer};
 use std::ffi::OsString;
 use std::net::Ipv4Addr;
@@ -90,8 +91,8 @@ pub struct IdentityConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// Go flag `--redis-db`: `host:port`, `redis://[:password@]host:port/db`
-    /// or `unix:///path/to/socket`.
-    pub address: String,
+    /// or `unix:///path/to/socket`; parsed once, when set.
+    pub address: RedisAddress,
     /// Slips → pigeon channel (Go flag `-redis-channel-pygo`).
     pub channel_pygo: String,
     /// pigeon → Slips channel (Go flag `-redis-channel-gopy`).
@@ -117,7 +118,9 @@ pub struct SlipsConfig {
     /// has told us yet.
     pub version: String,
     /// Blames from peers: Slips 1.1.21 blocks a blamed IP without any
-    /// check (audit finding SLP-009), so by default they are dropped.
+    /// check (`handle_new_blame_message` in
+    /// `slips_files/core/evidence_handler_worker.py`), so by default they
+    /// are dropped.
     pub blames: BlamePolicy,
     /// Peer ids whose blames are forwarded with `blames = "allowlist"`.
     pub blame_allowlist: Vec<String>,
@@ -134,7 +137,7 @@ pub struct SlipsConfig {
     /// `IPsInfo:threat_level|score|confidence` (Slips 1.1.21 always uses
     /// port 6379, DB 1). Any form `redis.address` accepts; the DB comes from
     /// the address (`redis://host:port/1`).
-    pub cache_redis: String,
+    pub cache_redis: RedisAddress,
 }
 
 /// What to do with `blame` messages from peers.
@@ -345,7 +348,7 @@ impl Default for NetworkConfig {
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
-            address: "localhost:6379".to_owned(),
+            address: RedisAddress::new("localhost:6379"),
             channel_pygo: "p2p_pygo".to_owned(),
             channel_gopy: "p2p_gopy".to_owned(),
             password: String::new(),
@@ -364,7 +367,7 @@ impl Default for SlipsConfig {
             blame_allowlist: Vec::new(),
             report_peer_addresses: false,
             request_guard: true,
-            cache_redis: "redis://127.0.0.1:6379/1".to_owned(),
+            cache_redis: RedisAddress::new("redis://127.0.0.1:6379/1"),
         }
     }
 }
@@ -607,6 +610,20 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The values the command line's help text shows as defaults.
+    pub fn usage_defaults(&self) -> UsageDefaults<'_> {
+        UsageDefaults {
+            port: self.network.port,
+            host: self.network.host,
+            key_file: &self.identity.key_file,
+            peerstore_file: &self.peerstore.file,
+            redis_address: self.redis.address.as_str(),
+            channel_pygo: &self.redis.channel_pygo,
+            channel_gopy: &self.redis.channel_gopy,
+            network: &self.network.name,
+        }
+    }
+
     /// Overrides values with the flags that were given, then applies
     /// `-rename-with-port` (Go parity: the port is appended to the key
     /// file, the peer list file and both channel names, after all values
@@ -631,7 +648,7 @@ impl Config {
             self.peerstore.file = v.clone();
         }
         if let Some(v) = &cli.redis_db {
-            self.redis.address = v.clone();
+            self.redis.address = RedisAddress::new(v.clone());
         }
         if let Some(v) = cli.redis_delete {
             self.redis.delete_on_start = v;
@@ -695,19 +712,22 @@ impl Config {
             ));
         }
 
-        if let Err(e) = crate::io::redis_bridge::parse_address(&self.slips.cache_redis) {
+        if let Err(e) = self.slips.cache_redis.target() {
             return Err(invalid("slips.cache_redis", e.to_string()));
         }
 
         let r = &self.redis;
         for (key, v) in [
-            ("redis.address", &r.address),
+            ("redis.address", r.address.as_str()),
             ("redis.channel_pygo", &r.channel_pygo),
             ("redis.channel_gopy", &r.channel_gopy),
         ] {
             if v.trim().is_empty() {
                 return Err(invalid(key, "must not be empty"));
             }
+        }
+        if let Err(e) = r.address.target() {
+            return Err(invalid("redis.address", e.to_string()));
         }
         if r.channel_pygo == r.channel_gopy {
             return Err(invalid(
@@ -1242,7 +1262,7 @@ mod tests {
         assert_eq!(c.network.host, Some(Ipv4Addr::new(192, 168, 1, 23)));
         assert!(c.identity.key_reset && c.redis.delete_on_start);
         assert_eq!(c.peerstore.file, PathBuf::from("ps.json"));
-        assert_eq!(c.redis.address, "127.0.0.1:6379");
+        assert_eq!(c.redis.address.as_str(), "127.0.0.1:6379");
         assert_eq!(
             (c.redis.channel_pygo.as_str(), c.redis.channel_gopy.as_str()),
             ("a", "b")
@@ -1318,5 +1338,30 @@ mod tests {
             invalid_key("[metrics]\nlisten = \"localhost\"\n"),
             "metrics.listen"
         );
+    }
+
+    #[test]
+    fn usage_lists_every_flag() {
+        let u = crate::cli::usage(&Config::default().usage_defaults());
+        for f in [
+            "-config",
+            "-port",
+            "-host",
+            "-key-file",
+            "-key-reset",
+            "-peerstore-file",
+            "-rename-with-port",
+            "-redis-db",
+            "-redis-delete",
+            "-redis-channel-pygo",
+            "-redis-channel-gopy",
+            "-rendezvous",
+            "-pid",
+            "-test",
+            "-help",
+        ] {
+            assert!(u.contains(f), "{f} missing from usage");
+        }
+        assert!(u.contains("4001"));
     }
 }

@@ -80,15 +80,15 @@ impl Identity {
     }
 
     /// Decodes a key file's content. Anything but a libp2p protobuf
-    /// ed25519 private key (whose public half matches) is an error string
-    /// saying what it is, for the log line.
-    pub fn from_protobuf(bytes: &[u8]) -> Result<Identity, String> {
+    /// ed25519 private key (whose public half matches) is an error saying
+    /// what it is, for the log line.
+    pub fn from_protobuf(bytes: &[u8]) -> Result<Identity, KeyDecodeError> {
         let keypair = libp2p_identity::Keypair::from_protobuf_encoding(bytes)
-            .map_err(|e| format!("not a libp2p ed25519 private key: {e}"))?;
+            .map_err(KeyDecodeError::NotLibp2p)?;
         let key_type = keypair.key_type();
         let ed = keypair
             .try_into_ed25519()
-            .map_err(|_| format!("a libp2p {key_type:?} key, not ed25519"))?;
+            .map_err(|_| KeyDecodeError::NotEd25519(key_type))?;
         let full = ed.to_bytes();
         let mut seed = [0u8; 32];
         seed.copy_from_slice(&full[..32]);
@@ -144,6 +144,17 @@ pub enum KeyOutcome {
     },
 }
 
+/// Why bytes are not a pigeon key ([`Identity::from_protobuf`]).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyDecodeError {
+    /// Not a libp2p protobuf private key at all (or a corrupt one).
+    #[error("not a libp2p ed25519 private key: {0}")]
+    NotLibp2p(#[source] libp2p_identity::DecodingError),
+    /// A libp2p key of another type, such as the Go Pigeon's RSA key.
+    #[error("a libp2p {0:?} key, not ed25519")]
+    NotEd25519(libp2p_identity::KeyType),
+}
+
 /// A key file problem that stops pigeon. Each names the file and reason.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -178,12 +189,13 @@ pub enum IdentityError {
     },
     /// The file does not hold an ed25519 libp2p key (only from
     /// [`read_key_file`], which never replaces anything).
-    #[error("key file {}: {reason}", path.display())]
+    #[error("key file {}: {source}", path.display())]
     Invalid {
         /// The key file.
         path: PathBuf,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        source: KeyDecodeError,
     },
     /// The operating system's random generator failed.
     #[error("cannot generate a key: no randomness from the operating system: {0}")]
@@ -225,10 +237,11 @@ pub fn load_or_create(
             let tightened_from = tighten_permissions(path);
             Ok((id, KeyOutcome::Loaded { tightened_from }))
         }
-        Err(reason) => {
+        Err(e) => {
             let id = Identity::generate()?;
             let backup = backup_name(path);
             write_new(path, &id, Some(&backup))?;
+            let reason = e.to_string();
             Ok((id, KeyOutcome::ReplacedForeign { backup, reason }))
         }
     }
@@ -241,9 +254,9 @@ pub fn read_key_file(path: &Path) -> Result<Identity, IdentityError> {
         path: path.to_owned(),
         source,
     })?;
-    Identity::from_protobuf(&bytes).map_err(|reason| IdentityError::Invalid {
+    Identity::from_protobuf(&bytes).map_err(|source| IdentityError::Invalid {
         path: path.to_owned(),
-        reason,
+        source,
     })
 }
 
@@ -480,6 +493,25 @@ mod tests {
         let (_, out) = load_or_create(&path, false).unwrap();
         assert!(matches!(out, KeyOutcome::ReplacedForeign { .. }), "{out:?}");
         assert!(read_key_file(&path).is_ok());
+    }
+
+    #[test]
+    fn read_key_file_says_why_the_bytes_are_no_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        fs::write(&path, b"garbage").unwrap();
+        let e = read_key_file(&path).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                IdentityError::Invalid {
+                    source: KeyDecodeError::NotLibp2p(_),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"garbage", "left as it was");
     }
 
     #[test]

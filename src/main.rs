@@ -23,13 +23,13 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
-            eprintln!("{}", cli::usage());
+            eprintln!("{}", cli::usage(&Config::default().usage_defaults()));
             return ExitCode::from(2);
         }
     };
     let result = match command {
         Command::Help => {
-            println!("{}", cli::usage());
+            println!("{}", cli::usage(&Config::default().usage_defaults()));
             return ExitCode::SUCCESS;
         }
         Command::Id { key_file } => ops::print_id(&key_file),

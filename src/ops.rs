@@ -40,7 +40,7 @@ pub(crate) fn print_peers(file: &Path, json: bool) -> anyhow::Result<()> {
         .peers
         .iter()
         .map(|p| {
-            let r = Reliability::from_stored(p.reliability).value(now_s * 1000, &params);
+            let r = Reliability::from_sums(p.reliability.into()).value(now_s * 1000, &params);
             serde_json::json!({
                 "peer_id": p.peer_id,
                 "address": match (p.ip, p.port) {

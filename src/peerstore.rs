@@ -7,10 +7,18 @@
 //! directory. A crash at any point leaves either the old or the new list.
 //! A file that cannot be parsed is moved aside (never deleted) and pigeon
 //! starts with an empty list.
+//!
+//! The node hands out and takes back plain [`PeerList`] / [`PeerRecord`]
+//! values; this module alone owns the file format ([`PeerFile`], times in
+//! Unix seconds, keys in base64) and its [`FORMAT_VERSION`].
 
+use crate::core::reliability::ReliabilitySums;
+use crate::core::{PeerList, PeerRecord};
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
 use serde::{Deserialize, Serialize};
 use std::io::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 /// Format version of the file.
@@ -60,6 +68,83 @@ pub struct StoredReliability {
     pub weight: f64,
     /// Time of the sums, Unix milliseconds.
     pub at_ms: u64,
+}
+
+impl PeerFile {
+    /// The file that stores `list`, stamped with [`FORMAT_VERSION`].
+    pub fn from_list(list: &PeerList) -> Self {
+        Self {
+            version: FORMAT_VERSION,
+            saved_at: list.saved_at_ms / 1000,
+            peers: list.peers.iter().map(StoredPeer::from_record).collect(),
+        }
+    }
+
+    /// The records the node starts with. An entry whose key is not a valid
+    /// (non-weak) ed25519 key is skipped, with a warning.
+    pub fn into_records(self) -> Vec<PeerRecord> {
+        self.peers
+            .into_iter()
+            .filter_map(|s| {
+                let record = s.to_record();
+                if record.is_none() {
+                    tracing::warn!(peer = %crate::untrusted::Untrusted(&s.peer_id), "peer list: invalid public key, entry skipped");
+                }
+                record
+            })
+            .collect()
+    }
+}
+
+impl StoredPeer {
+    fn from_record(r: &PeerRecord) -> Self {
+        Self {
+            peer_id: r.peer_id.clone(),
+            public_key: BASE64_STANDARD.encode(r.key.as_bytes()),
+            ip: r.addr.map(|a| *a.ip()),
+            port: r.addr.map(|a| a.port()),
+            first_seen: r.first_seen_ms / 1000,
+            last_seen: r.last_seen_ms / 1000,
+            reliability: r.reliability.into(),
+            reported_reliability: r.reported_reliability,
+        }
+    }
+
+    /// The record, if the key decodes.
+    fn to_record(&self) -> Option<PeerRecord> {
+        Some(PeerRecord {
+            peer_id: self.peer_id.clone(),
+            key: crate::wire::decode_key(&self.public_key)?,
+            addr: match (self.ip, self.port) {
+                (Some(ip), Some(port)) => Some(SocketAddrV4::new(ip, port)),
+                _ => None,
+            },
+            first_seen_ms: self.first_seen.saturating_mul(1000),
+            last_seen_ms: self.last_seen.saturating_mul(1000),
+            reliability: self.reliability.into(),
+            reported_reliability: self.reported_reliability,
+        })
+    }
+}
+
+impl From<ReliabilitySums> for StoredReliability {
+    fn from(s: ReliabilitySums) -> Self {
+        Self {
+            sum: s.sum,
+            weight: s.weight,
+            at_ms: s.at_ms,
+        }
+    }
+}
+
+impl From<StoredReliability> for ReliabilitySums {
+    fn from(s: StoredReliability) -> Self {
+        Self {
+            sum: s.sum,
+            weight: s.weight,
+            at_ms: s.at_ms,
+        }
+    }
 }
 
 /// Why the peer list could not be read or written.
@@ -227,6 +312,41 @@ mod tests {
         }
         // No temporary files left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn records_survive_the_file_at_second_precision() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let list = PeerList {
+            saved_at_ms: 1_700_000_000_999,
+            peers: vec![PeerRecord {
+                peer_id: crate::identity::peer_id_of(&key),
+                key,
+                addr: Some(SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 4001)),
+                first_seen_ms: 1_000,
+                last_seen_ms: 2_500,
+                reliability: ReliabilitySums {
+                    sum: 3.0,
+                    weight: 4.0,
+                    at_ms: 5,
+                },
+                reported_reliability: Some(0.75),
+            }],
+        };
+        let file = PeerFile::from_list(&list);
+        assert_eq!(file.version, FORMAT_VERSION);
+        assert_eq!(file.saved_at, 1_700_000_000);
+        let back = file.into_records();
+        let mut want = list.peers;
+        want[0].last_seen_ms = 2_000;
+        assert_eq!(back, want);
+    }
+
+    #[test]
+    fn entry_with_an_invalid_key_is_skipped() {
+        let mut file = sample();
+        file.peers[0].public_key = "AAAA".into();
+        assert_eq!(file.into_records(), Vec::new());
     }
 
     #[test]

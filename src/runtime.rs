@@ -3,7 +3,7 @@
 //! and carries out its actions. No protocol decision is taken here.
 
 use crate::config::Config;
-use crate::core::{Action, Destination, Millis, Node, NodeParams, Now, Via};
+use crate::core::{Action, Destination, Millis, Node, NodeParams, Now, PeerList, Via};
 use crate::identity::{self, Identity, KeyOutcome};
 use crate::io::control::{self, ReportRequest};
 use crate::io::metrics;
@@ -93,7 +93,8 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
     let control_socket = bind_control(&config, base_dir).await?;
 
     let identity = load_identity(&config, base_dir)?;
-    let mut version = SlipsVersion::discover(binary, &config.slips.version);
+    let version_file = slips::version_file(binary).and_then(|p| std::fs::read_to_string(p).ok());
+    let mut version = SlipsVersion::new(version_file.as_deref(), &config.slips.version);
     match version.source() {
         VersionSource::File => {
             tracing::info!(version = version.value(), "Slips version from VERSION file")
@@ -121,7 +122,7 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         Loaded::Missing => Vec::new(),
         Loaded::Peers(f) => {
             tracing::info!(peers = f.peers.len(), file = %peer_path_shown, "peer list loaded");
-            f.peers
+            f.into_records()
         }
         Loaded::Corrupt { moved_to, reason } => {
             tracing::error!(
@@ -147,9 +148,9 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
 
     let redis_settings = RedisSettings::from_config(&config.redis, base_dir)?;
     let guard_password = redis_settings.password.clone();
-    let (bridge, mut from_slips) = redis_bridge::start(redis_settings).await?;
+    let (bridge, mut from_slips) = redis_bridge::start(redis_settings).await;
     let guard = if config.slips.request_guard {
-        let target = redis_bridge::parse_address(&config.slips.cache_redis)?;
+        let target = config.slips.cache_redis.target()?.clone();
         tracing::info!(cache = %target, "request guard on: peers' requests reach Slips only if Slips can answer them");
         Some(RequestGuard::spawn(target, guard_password, bridge.clone()))
     } else {
@@ -192,7 +193,10 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
     let mut tally = Tally::default();
     let mut facts = Facts {
         started: unix_now(),
-        redis: redis_bridge::parse_address(&config.redis.address)
+        redis: config
+            .redis
+            .address
+            .target()
             .map_or_else(|_| String::from("?"), |t| t.to_string()),
         channel_gopy: config.redis.channel_gopy.clone(),
         outbox_capacity: config.redis.outbox_capacity,
@@ -617,7 +621,7 @@ impl SendErrors {
 /// write (full disk, read-only directory) is retried.
 struct PeerSaver {
     /// Latest list handed over, numbered.
-    tx: watch::Sender<(u64, Option<PeerFile>)>,
+    tx: watch::Sender<(u64, Option<PeerList>)>,
     /// Number of the latest list on disk.
     done: watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
@@ -626,16 +630,17 @@ struct PeerSaver {
 impl PeerSaver {
     /// `None`: persistence disabled, lists are discarded.
     fn spawn(path: Option<PathBuf>) -> Self {
-        let (tx, mut rx) = watch::channel::<(u64, Option<PeerFile>)>((0, None));
+        let (tx, mut rx) = watch::channel::<(u64, Option<PeerList>)>((0, None));
         let (done_tx, done) = watch::channel(0u64);
         let task = tokio::spawn(async move {
             loop {
-                let (n, file) = rx.borrow_and_update().clone();
+                let (n, list) = rx.borrow_and_update().clone();
                 if path.is_none() {
                     let _ = done_tx.send(n);
-                } else if let (Some(file), Some(path)) = (file, &path) {
+                } else if let (Some(list), Some(path)) = (list, &path) {
                     let p = path.clone();
-                    match tokio::task::spawn_blocking(move || peerstore::save(&p, &file)).await {
+                    let write = move || peerstore::save(&p, &PeerFile::from_list(&list));
+                    match tokio::task::spawn_blocking(write).await {
                         Ok(Ok(())) => {
                             let _ = done_tx.send(n);
                         }
@@ -655,10 +660,10 @@ impl PeerSaver {
         Self { tx, done, task }
     }
 
-    fn save(&self, file: PeerFile) {
-        self.tx.send_modify(|(n, f)| {
+    fn save(&self, list: PeerList) {
+        self.tx.send_modify(|(n, l)| {
             *n += 1;
-            *f = Some(file);
+            *l = Some(list);
         });
     }
 

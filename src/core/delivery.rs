@@ -12,10 +12,15 @@
 //!   bounded windows, so no copy, retransmission or repair reaches Slips
 //!   twice.
 //!
-//! This module holds the state; [`super::Node`] drives it.
+//! This module holds the state and decides what is sent when, and what a
+//! receiver delivers; [`super::Node`] seals, budgets and counts what it is
+//! told to send.
 
 use super::Millis;
+use crate::config::DeliveryConfig;
 use crate::wire::replay::ReplayWindow;
+use crate::wire::{DataBody, DigestBody};
+use rand::{Rng, RngExt as _};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddrV4;
 
@@ -26,42 +31,96 @@ use std::net::SocketAddrV4;
 /// 0.8 % of Slips' answers never arrive; capped, 11 fit (0.3¹¹ ≈ 2·10⁻⁶).
 /// A LAN's round trip is far below this, and the cap bounds what a message
 /// to a vanished peer costs (11 datagrams).
-pub(super) const MAX_DIRECTED_BACKOFF_MS: Millis = 150;
+const MAX_DIRECTED_BACKOFF_MS: Millis = 150;
+
+/// Shortest gap between two nacks to one sender instance.
+const MIN_NACK_GAP_MS: Millis = 100;
 
 /// A broadcast kept for repeats and repair.
 #[derive(Debug, Clone)]
-pub(super) struct Broadcast {
-    pub(super) id: u64,
-    pub(super) sent_ms: Millis,
-    pub(super) payload: String,
+struct Broadcast {
+    id: u64,
+    sent_ms: Millis,
+    payload: String,
+}
+
+impl Broadcast {
+    fn body(&self) -> DataBody {
+        DataBody {
+            id: self.id,
+            to: None,
+            to_inst: None,
+            payload: self.payload.clone(),
+        }
+    }
+}
+
+/// The recipient of a directed message, as it was when first sent.
+#[derive(Debug, Clone)]
+pub(super) struct Recipient {
+    /// Its key: only it can acknowledge.
+    pub(super) key: [u8; 32],
+    /// Its peer id (in the message body).
+    pub(super) peer_id: String,
+    /// Its instance when the message was first sent: kept for every
+    /// retransmission, so a restarted recipient refuses it.
+    pub(super) inst: u64,
+    /// Its proven address.
+    pub(super) addr: SocketAddrV4,
 }
 
 /// A directed message waiting for its acknowledgement.
 #[derive(Debug, Clone)]
-pub(super) struct Pending {
-    /// Recipient's key.
-    pub(super) to_key: [u8; 32],
-    /// Recipient's peer id (in the message body).
-    pub(super) to_peer_id: String,
-    /// Recipient's instance when the message was first sent: kept for
-    /// every retransmission, so a restarted recipient refuses it.
-    pub(super) to_inst: u64,
-    /// Where it was last sent.
-    pub(super) addr: SocketAddrV4,
-    pub(super) payload: String,
-    pub(super) next_ms: Millis,
-    pub(super) backoff_ms: Millis,
-    pub(super) deadline_ms: Millis,
+struct Pending {
+    to: Recipient,
+    payload: String,
+    next_ms: Millis,
+    backoff_ms: Millis,
+    deadline_ms: Millis,
     /// Operator view: first transmission, for the delivery time.
-    pub(super) first_sent_ms: Millis,
+    first_sent_ms: Millis,
+}
+
+impl Pending {
+    fn body(&self, id: u64) -> DataBody {
+        DataBody {
+            id,
+            to: Some(self.to.peer_id.clone()),
+            to_inst: Some(self.to.inst),
+            payload: self.payload.clone(),
+        }
+    }
 }
 
 /// The digests still to send after the latest broadcast.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct DigestTimer {
-    pub(super) due_ms: Millis,
-    pub(super) interval_ms: Millis,
-    pub(super) left: u32,
+struct DigestTimer {
+    due_ms: Millis,
+    interval_ms: Millis,
+    left: u32,
+}
+
+/// What the sender must transmit now (from [`Outbox::due`]), in order.
+#[derive(Debug)]
+pub(super) enum Due {
+    /// A scheduled copy of a broadcast, by multicast.
+    Repeat(DataBody),
+    /// A digest of the retained broadcasts, by multicast.
+    Digest(DigestBody),
+    /// A retransmission of an unacknowledged directed message.
+    Retransmit {
+        /// The recipient's latest proven address.
+        addr: SocketAddrV4,
+        /// The message, as first sent.
+        body: DataBody,
+    },
+    /// A directed message whose deadline passed unacknowledged: given up.
+    Expired {
+        /// Its recipient.
+        peer_id: String,
+        /// Its id.
+        id: u64,
+    },
 }
 
 /// Sender side: ids, retained broadcasts, scheduled copies and digests,
@@ -69,19 +128,181 @@ pub(super) struct DigestTimer {
 #[derive(Debug, Default)]
 pub(super) struct Outbox {
     /// Latest broadcast id given out (ids start at 1).
-    pub(super) last_bcast: u64,
+    last_bcast: u64,
     /// Latest directed id given out.
-    pub(super) last_directed: u64,
-    pub(super) recent: VecDeque<Broadcast>,
+    last_directed: u64,
+    recent: VecDeque<Broadcast>,
     /// Scheduled copies: (due, id).
-    pub(super) repeats: Vec<(Millis, u64)>,
-    pub(super) digest: Option<DigestTimer>,
-    pub(super) pending: BTreeMap<u64, Pending>,
+    repeats: Vec<(Millis, u64)>,
+    digest: Option<DigestTimer>,
+    pending: BTreeMap<u64, Pending>,
 }
 
 impl Outbox {
+    /// Latest broadcast id given out (announcements carry it).
+    pub(super) fn last_broadcast(&self) -> u64 {
+        self.last_bcast
+    }
+
+    /// The id the next broadcast gets.
+    pub(super) fn next_broadcast_id(&self) -> u64 {
+        self.last_bcast + 1
+    }
+
+    /// The id the next directed message gets.
+    pub(super) fn next_directed_id(&self) -> u64 {
+        self.last_directed + 1
+    }
+
+    /// Unacknowledged directed messages.
+    pub(super) fn pending_directed(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Broadcasts retained for repair.
+    pub(super) fn retained_broadcasts(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// The broadcast [`Self::next_broadcast_id`] was sent at `now`: retains
+    /// it, schedules its copies (jittered with `rng`) and the digests after
+    /// it.
+    pub(super) fn broadcast_sent(
+        &mut self,
+        now: Millis,
+        payload: String,
+        d: &DeliveryConfig,
+        rng: &mut impl Rng,
+    ) {
+        let id = self.new_broadcast(now, payload);
+        let spacing = d.repeat_spacing_ms;
+        for k in 1..=u64::from(d.broadcast_repeats) {
+            let jitter = rng.random_range(0..=spacing / 2);
+            let due = now + k * spacing - spacing / 4 + jitter;
+            self.repeats.push((due, id));
+        }
+        self.arm_digests(now, d.first_digest_ms, d.digests_after_broadcast);
+    }
+
+    /// The directed message [`Self::next_directed_id`] was sent to `to` at
+    /// `now`: kept until acknowledged or its deadline. Beyond
+    /// `max_pending_directed` the oldest is given up; returns whether one
+    /// was.
+    pub(super) fn directed_sent(
+        &mut self,
+        now: Millis,
+        to: Recipient,
+        payload: String,
+        d: &DeliveryConfig,
+    ) -> bool {
+        self.last_directed += 1;
+        let mut evicted = false;
+        if self.pending.len() >= d.max_pending_directed
+            && let Some((&oldest, _)) = self.pending.iter().next()
+        {
+            self.pending.remove(&oldest);
+            evicted = true;
+        }
+        let pending = Pending {
+            to,
+            payload,
+            next_ms: now + d.directed_retry_ms,
+            backoff_ms: d.directed_retry_ms,
+            deadline_ms: now + d.directed_deadline_ms,
+            first_sent_ms: now,
+        };
+        self.pending.insert(self.last_directed, pending);
+        evicted
+    }
+
+    /// The recipient with key `from` acknowledged directed message `id`:
+    /// no more retransmissions. Returns when it was first sent; `None` if
+    /// it is not pending or `from` is not its recipient (a third party
+    /// cannot cancel retransmissions).
+    pub(super) fn acknowledged(&mut self, id: u64, from: &[u8; 32]) -> Option<Millis> {
+        if self.pending.get(&id)?.to.key != *from {
+            return None;
+        }
+        self.pending.remove(&id).map(|p| p.first_sent_ms)
+    }
+
+    /// Resends of the retained broadcasts among `ids` (a nack), in order.
+    pub(super) fn repairs(&self, ids: &[u64]) -> Vec<DataBody> {
+        ids.iter()
+            .filter_map(|id| self.broadcast(*id))
+            .map(Broadcast::body)
+            .collect()
+    }
+
+    /// What is due at `now`: broadcast copies, then a digest, then
+    /// retransmissions (to the address `proven_addr` gives for the
+    /// recipient's peer id, if any: a peer is followed only to an address
+    /// it has proven) and the directed messages given up.
+    pub(super) fn due(
+        &mut self,
+        now: Millis,
+        retry_ms: Millis,
+        proven_addr: impl Fn(&str) -> Option<SocketAddrV4>,
+    ) -> Vec<Due> {
+        let mut out = Vec::new();
+        let due: Vec<u64> = self
+            .repeats
+            .iter()
+            .filter(|(d, _)| *d <= now)
+            .map(|(_, id)| *id)
+            .collect();
+        self.repeats.retain(|(d, _)| *d > now);
+        out.extend(
+            due.into_iter()
+                .filter_map(|id| self.broadcast(id))
+                .map(|b| Due::Repeat(b.body())),
+        );
+        if let Some(mut d) = self.digest.filter(|d| d.due_ms <= now) {
+            out.push(Due::Digest(DigestBody {
+                floor: self.floor(),
+                last: self.settled_last(),
+            }));
+            d.left = d.left.saturating_sub(1);
+            d.interval_ms = d.interval_ms.saturating_mul(2);
+            d.due_ms = now + d.interval_ms;
+            self.digest = (d.left > 0).then_some(d);
+        }
+        let due: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.next_ms <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(mut p) = self.pending.remove(&id) else {
+                continue;
+            };
+            if now >= p.deadline_ms {
+                out.push(Due::Expired {
+                    peer_id: p.to.peer_id,
+                    id,
+                });
+                continue;
+            }
+            if let Some(a) = proven_addr(&p.to.peer_id) {
+                p.to.addr = a;
+            }
+            out.push(Due::Retransmit {
+                addr: p.to.addr,
+                body: p.body(id),
+            });
+            p.backoff_ms = p
+                .backoff_ms
+                .saturating_mul(2)
+                .min(MAX_DIRECTED_BACKOFF_MS.max(retry_ms));
+            p.next_ms = (now + p.backoff_ms).min(p.deadline_ms);
+            self.pending.insert(id, p);
+        }
+        out
+    }
+
     /// Records a new broadcast and returns its id.
-    pub(super) fn new_broadcast(&mut self, now: Millis, payload: String) -> u64 {
+    fn new_broadcast(&mut self, now: Millis, payload: String) -> u64 {
         self.last_bcast += 1;
         self.recent.push_back(Broadcast {
             id: self.last_bcast,
@@ -92,7 +313,7 @@ impl Outbox {
     }
 
     /// A retained broadcast.
-    pub(super) fn broadcast(&self, id: u64) -> Option<&Broadcast> {
+    fn broadcast(&self, id: u64) -> Option<&Broadcast> {
         // Ids are consecutive, so the position is arithmetic.
         let first = self.recent.front()?.id;
         let b = self
@@ -107,7 +328,7 @@ impl Outbox {
     /// than `first_ms` digests still go out about every `first_ms`: losses
     /// are repaired while the stream goes on and the broadcasts are still
     /// retained, not only after it ends.
-    pub(super) fn arm_digests(&mut self, now: Millis, first_ms: Millis, count: u32) {
+    fn arm_digests(&mut self, now: Millis, first_ms: Millis, count: u32) {
         if count == 0 {
             return;
         }
@@ -124,7 +345,7 @@ impl Outbox {
     /// The newest broadcast id whose copies have all been sent; digests
     /// name nothing newer. A receiver that lacks a newer one may still get
     /// a copy of it, and asking for it would only cost a nack and a repair.
-    pub(super) fn settled_last(&self) -> u64 {
+    fn settled_last(&self) -> u64 {
         self.repeats
             .iter()
             .map(|&(_, id)| id)
@@ -133,7 +354,7 @@ impl Outbox {
     }
 
     /// Oldest broadcast id still retained (`last_bcast + 1` if none).
-    pub(super) fn floor(&self) -> u64 {
+    fn floor(&self) -> u64 {
         self.recent.front().map_or(self.last_bcast + 1, |b| b.id)
     }
 
@@ -157,6 +378,19 @@ impl Outbox {
     }
 }
 
+/// What becomes of a verified `data` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Delivery {
+    /// Not delivered before: on to Slips.
+    New,
+    /// Delivered already (a copy, retransmission or repair).
+    Duplicate,
+    /// A broadcast of an instance we have no session with.
+    NoSession,
+    /// A broadcast sent before our session with its sender began.
+    BeforeSession,
+}
+
 /// Receiver side, per sender instance: which broadcast and directed ids
 /// were delivered, and from which broadcast id on we care.
 #[derive(Debug, Clone, Default)]
@@ -166,19 +400,65 @@ pub struct RxState {
     /// were sent before the session and are never delivered, so nothing
     /// captured before our restart can reach Slips again. `None`: no
     /// session, nothing delivered.
-    pub bcast_base: Option<u64>,
+    bcast_base: Option<u64>,
     /// Delivered broadcast ids.
-    pub bcast: ReplayWindow,
+    bcast: ReplayWindow,
     /// Delivered directed ids.
-    pub directed: ReplayWindow,
+    directed: ReplayWindow,
     /// When we last sent this instance a nack.
-    pub last_nack_ms: Millis,
+    last_nack_ms: Millis,
 }
 
 impl RxState {
+    /// Our session with this instance opened; its next broadcast will have
+    /// id `next_bcast`. A session already open keeps its base.
+    pub fn open_session(&mut self, next_bcast: u64) {
+        if self.bcast_base.is_none() {
+            self.bcast_base = Some(next_bcast);
+        }
+    }
+
+    /// Whether `data` message `id` (directed or broadcast) is delivered,
+    /// recording it if so.
+    pub(super) fn deliver(&mut self, directed: bool, id: u64) -> Delivery {
+        if directed {
+            return if self.directed.commit(id) {
+                Delivery::New
+            } else {
+                Delivery::Duplicate
+            };
+        }
+        match self.bcast_base {
+            // Broadcasts count only inside a session: after our
+            // restart a replayed broadcast has no session to join.
+            None => Delivery::NoSession,
+            Some(base) if id < base => Delivery::BeforeSession,
+            Some(_) if self.bcast.commit(id) => Delivery::New,
+            Some(_) => Delivery::Duplicate,
+        }
+    }
+
+    /// The sender has broadcasts `floor..=last`: the ids to nack at `now`
+    /// (at most `max`), or `None` if nothing is missing or the previous
+    /// nack was too recent.
+    pub(super) fn nack(
+        &mut self,
+        now: Millis,
+        floor: u64,
+        last: u64,
+        max: usize,
+    ) -> Option<Vec<u64>> {
+        let ids = self.missing(floor, last, max);
+        if ids.is_empty() || now.saturating_sub(self.last_nack_ms) < MIN_NACK_GAP_MS {
+            return None;
+        }
+        self.last_nack_ms = now;
+        Some(ids)
+    }
+
     /// Broadcast ids in `floor..=last` we expect but have not delivered,
     /// at most `max`.
-    pub fn missing(&self, floor: u64, last: u64, max: usize) -> Vec<u64> {
+    fn missing(&self, floor: u64, last: u64, max: usize) -> Vec<u64> {
         let Some(base) = self.bcast_base else {
             return Vec::new();
         };

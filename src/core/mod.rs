@@ -26,7 +26,6 @@ pub mod status;
 use crate::config::DeliveryConfig;
 use crate::config::{BlamePolicy, Config};
 use crate::identity::peer_id_of;
-use crate::peerstore::{FORMAT_VERSION, PeerFile, StoredPeer};
 use crate::slips::payload::{self, PayloadKind};
 use crate::slips::{Recipient, ToSlips};
 use crate::wire::{
@@ -34,11 +33,12 @@ use crate::wire::{
     MAX_NACK_IDS, NackBody, ResponseBody, Stamp, Unverified, Verified, WireError,
 };
 use bans::{BanParams, Bans};
-use delivery::{MAX_DIRECTED_BACKOFF_MS, Outbox, Pending};
+use delivery::{Delivery, Due, Outbox};
 use ed25519_dalek::SigningKey;
 use limits::{KeyedLimiter, Quota, TokenBucket};
 use paths::{Challenger, Ledger, RepeatFilter};
 use peers::{Peer, PeerState, PeerTable, PeerTraffic};
+pub use peers::{PeerList, PeerRecord};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use reliability::{Observation, Reliability, ReliabilityParams};
@@ -66,8 +66,6 @@ const MAX_SOURCES: usize = 65_536;
 const MAX_BAN_KEYS: usize = 4_096;
 /// Valid payloads of one peer count for reliability at most this often.
 const VALID_PAYLOAD_SPACING_MS: Millis = 10_000;
-/// Shortest gap between two nacks to one sender instance.
-const MIN_NACK_GAP_MS: Millis = 100;
 /// A peer's `last_seen` is rewritten to disk at most this often.
 const LAST_SEEN_PERSIST_MS: Millis = 60_000;
 /// Unproven addresses whose byte credit is tracked. Beyond it the least
@@ -210,8 +208,8 @@ pub enum Action {
     },
     /// Publish a message for Slips.
     ToSlips(ToSlips),
-    /// Write the peer list.
-    SavePeers(PeerFile),
+    /// Remember the peer list (the runtime writes it to the peer list file).
+    SavePeers(PeerList),
 }
 
 /// Facts about this run that do not come from the configuration.
@@ -361,7 +359,7 @@ impl Node {
         config: &Config,
         key: SigningKey,
         params: NodeParams,
-        stored: Vec<StoredPeer>,
+        stored: Vec<PeerRecord>,
         now: Now,
     ) -> Self {
         let settings = Settings::from_config(config);
@@ -436,33 +434,25 @@ impl Node {
         u64::try_from(w).unwrap_or(0)
     }
 
-    fn load_stored(&mut self, stored: Vec<StoredPeer>, t: Millis) {
-        let own = *self.key.verifying_key().as_bytes();
+    fn load_stored(&mut self, stored: Vec<PeerRecord>, t: Millis) {
+        let own = self.key.verifying_key();
         let wall = self.wall(t);
         for s in stored {
-            let Some(key) = wire::decode_key(&s.public_key) else {
-                tracing::warn!(peer = %s.peer_id, "peer list: invalid public key, entry skipped");
-                continue;
-            };
-            if *key.as_bytes() == own {
+            if s.key == own {
                 continue;
             }
-            let last_seen_ms = s.last_seen.saturating_mul(1000);
-            if wall.saturating_sub(last_seen_ms) > self.settings.forget_after_ms {
+            if wall.saturating_sub(s.last_seen_ms) > self.settings.forget_after_ms {
                 // Forgotten: the file must be rewritten without it.
                 self.mark_dirty();
                 continue;
             }
-            let mut peer = self.new_peer(key, t);
-            peer.addr = match (s.ip, s.port) {
-                (Some(ip), Some(port)) => Some(SocketAddrV4::new(ip, port)),
-                _ => None,
-            };
-            peer.first_seen_ms = s.first_seen.saturating_mul(1000);
-            peer.last_seen_ms = last_seen_ms;
-            peer.persisted_last_seen_ms = last_seen_ms;
+            let mut peer = self.new_peer(s.key, t);
+            peer.addr = s.addr;
+            peer.first_seen_ms = s.first_seen_ms;
+            peer.last_seen_ms = s.last_seen_ms;
+            peer.persisted_last_seen_ms = s.last_seen_ms;
             peer.last_heard_ms = 0;
-            peer.reliability = Reliability::from_stored(s.reliability);
+            peer.reliability = Reliability::from_sums(s.reliability);
             peer.reported_reliability = s.reported_reliability.filter(|r| r.is_finite());
             self.peers
                 .insert(peer, self.settings.max_peers, self.settings.max_keys_per_ip);
@@ -714,7 +704,7 @@ impl Node {
 
     fn broadcast(&mut self, t: Millis, payload: String) {
         let body = DataBody {
-            id: self.outbox.last_bcast + 1,
+            id: self.outbox.next_broadcast_id(),
             to: None,
             to_inst: None,
             payload,
@@ -722,19 +712,8 @@ impl Node {
         if !self.send(t, Destination::Multicast, Kind::Data, &body) {
             return self.drop(t, DropReason::TooLargeToSend, &"Slips message to *");
         }
-        let id = self.outbox.new_broadcast(t, body.payload);
-        let d = &self.settings.delivery;
-        let (spacing, first_digest, digests) = (
-            d.repeat_spacing_ms,
-            d.first_digest_ms,
-            d.digests_after_broadcast,
-        );
-        for k in 1..=u64::from(d.broadcast_repeats) {
-            let jitter = self.rng.random_range(0..=spacing / 2);
-            let due = t + k * spacing - spacing / 4 + jitter;
-            self.outbox.repeats.push((due, id));
-        }
-        self.outbox.arm_digests(t, first_digest, digests);
+        self.outbox
+            .broadcast_sent(t, body.payload, &self.settings.delivery, &mut self.rng);
     }
 
     fn send_directed(&mut self, t: Millis, payload: String, peer_id: String) {
@@ -750,9 +729,8 @@ impl Node {
                 &format_args!("Slips message for unknown, unproven or inactive peer {peer_id}"),
             );
         };
-        let id = self.outbox.last_directed + 1;
         let body = DataBody {
-            id,
+            id: self.outbox.next_directed_id(),
             to: Some(peer_id),
             to_inst: Some(to_inst),
             payload,
@@ -760,26 +738,18 @@ impl Node {
         if !self.send(t, Destination::Unicast(addr), Kind::Data, &body) {
             return self.drop(t, DropReason::TooLargeToSend, &"directed Slips message");
         }
-        self.outbox.last_directed = id;
-        let d = &self.settings.delivery;
-        if self.outbox.pending.len() >= d.max_pending_directed
-            && let Some((&oldest, _)) = self.outbox.pending.iter().next()
+        let to = delivery::Recipient {
+            key: to_key,
+            peer_id: body.to.unwrap_or_default(),
+            inst: to_inst,
+            addr,
+        };
+        if self
+            .outbox
+            .directed_sent(t, to, body.payload, &self.settings.delivery)
         {
-            self.outbox.pending.remove(&oldest);
             self.stats.directed_expired += 1;
         }
-        let pending = Pending {
-            to_key,
-            to_peer_id: body.to.unwrap_or_default(),
-            to_inst,
-            addr,
-            payload: body.payload,
-            next_ms: t + d.directed_retry_ms,
-            backoff_ms: d.directed_retry_ms,
-            deadline_ms: t + d.directed_deadline_ms,
-            first_sent_ms: t,
-        };
-        self.outbox.pending.insert(id, pending);
     }
 
     /// Timers: announcements, answers, challenges, housekeeping, saving.
@@ -817,76 +787,33 @@ impl Node {
 
     /// Broadcast copies, digests and retransmissions that are due.
     fn delivery_timers(&mut self, t: Millis) {
-        let due: Vec<u64> = self
+        let peers = &self.peers;
+        let due = self
             .outbox
-            .repeats
-            .iter()
-            .filter(|(d, _)| *d <= t)
-            .map(|(_, id)| *id)
-            .collect();
-        self.outbox.repeats.retain(|(d, _)| *d > t);
-        for id in due {
-            if let Some(b) = self.outbox.broadcast(id) {
-                let body = DataBody {
-                    id,
-                    to: None,
-                    to_inst: None,
-                    payload: b.payload.clone(),
-                };
-                self.stats.retransmissions += 1;
-                self.send(t, Destination::Multicast, Kind::Data, &body);
+            .due(t, self.settings.delivery.directed_retry_ms, |peer_id| {
+                peers
+                    .by_peer_id(peer_id)
+                    .filter(|q| q.proven)
+                    .and_then(|q| q.addr)
+            });
+        for d in due {
+            match d {
+                Due::Repeat(body) => {
+                    self.stats.retransmissions += 1;
+                    self.send(t, Destination::Multicast, Kind::Data, &body);
+                }
+                Due::Digest(body) => {
+                    self.send(t, Destination::Multicast, Kind::Digest, &body);
+                }
+                Due::Retransmit { addr, body } => {
+                    self.stats.retransmissions += 1;
+                    self.send(t, Destination::Unicast(addr), Kind::Data, &body);
+                }
+                Due::Expired { peer_id, id } => {
+                    self.stats.directed_expired += 1;
+                    tracing::warn!(peer = %peer_id, id, "directed message not acknowledged in time");
+                }
             }
-        }
-        if let Some(mut d) = self.outbox.digest.filter(|d| d.due_ms <= t) {
-            let body = DigestBody {
-                floor: self.outbox.floor(),
-                last: self.outbox.settled_last(),
-            };
-            self.send(t, Destination::Multicast, Kind::Digest, &body);
-            d.left = d.left.saturating_sub(1);
-            d.interval_ms = d.interval_ms.saturating_mul(2);
-            d.due_ms = t + d.interval_ms;
-            self.outbox.digest = (d.left > 0).then_some(d);
-        }
-        let due: Vec<u64> = self
-            .outbox
-            .pending
-            .iter()
-            .filter(|(_, p)| p.next_ms <= t)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            let Some(mut p) = self.outbox.pending.remove(&id) else {
-                continue;
-            };
-            if t >= p.deadline_ms {
-                self.stats.directed_expired += 1;
-                tracing::warn!(peer = %p.to_peer_id, id, "directed message not acknowledged in time");
-                continue;
-            }
-            // Follow the peer only to an address it has proven.
-            if let Some(a) = self
-                .peers
-                .by_peer_id(&p.to_peer_id)
-                .filter(|q| q.proven)
-                .and_then(|q| q.addr)
-            {
-                p.addr = a;
-            }
-            let body = DataBody {
-                id,
-                to: Some(p.to_peer_id.clone()),
-                to_inst: Some(p.to_inst),
-                payload: p.payload.clone(),
-            };
-            self.stats.retransmissions += 1;
-            self.send(t, Destination::Unicast(p.addr), Kind::Data, &body);
-            p.backoff_ms = p
-                .backoff_ms
-                .saturating_mul(2)
-                .min(MAX_DIRECTED_BACKOFF_MS.max(self.settings.delivery.directed_retry_ms));
-            p.next_ms = (t + p.backoff_ms).min(p.deadline_ms);
-            self.outbox.pending.insert(id, p);
         }
     }
 
@@ -1042,7 +969,7 @@ impl Node {
         }
         let resp = ResponseBody {
             nonce: body.nonce,
-            next_bcast: self.outbox.last_bcast + 1,
+            next_bcast: self.outbox.next_broadcast_id(),
         };
         let stamp = self.next_stamp(t);
         let out = wire::sealed_len(
@@ -1119,9 +1046,7 @@ impl Node {
         // The replay window of this instance is committed by the caller;
         // open the session here so that its broadcasts count from now on.
         let state = peer.instance_state(inst, t);
-        if state.rx.bcast_base.is_none() {
-            state.rx.bcast_base = Some(body.next_bcast);
-        }
+        state.rx.open_session(body.next_bcast);
         let moved = peer.addr != Some(src) || !peer.proven;
         let was_active = peer.state == PeerState::Active;
         peer.proven = true;
@@ -1262,22 +1187,7 @@ impl Node {
         let Some(inst) = peer.instance_mut(v.stamp.instance) else {
             return;
         };
-        let outcome = if directed {
-            if inst.rx.directed.commit(body.id) {
-                Delivery::New
-            } else {
-                Delivery::Duplicate
-            }
-        } else {
-            match inst.rx.bcast_base {
-                // Broadcasts count only inside a session: after our
-                // restart a replayed broadcast has no session to join.
-                None => Delivery::NoSession,
-                Some(base) if body.id < base => Delivery::BeforeSession,
-                Some(_) if inst.rx.bcast.commit(body.id) => Delivery::New,
-                Some(_) => Delivery::Duplicate,
-            }
-        };
+        let outcome = inst.rx.deliver(directed, body.id);
         if directed {
             if via != Via::Unicast {
                 return self.drop(t, DropReason::WrongChannel, &"directed data by multicast");
@@ -1446,17 +1356,11 @@ impl Node {
         }
         // Only the recipient can acknowledge: a third party cannot cancel
         // retransmissions.
-        if self
-            .outbox
-            .pending
-            .get(&body.id)
-            .is_some_and(|p| p.to_key == *v.key.as_bytes())
-            && let Some(p) = self.outbox.pending.remove(&body.id)
-        {
+        if let Some(first_sent_ms) = self.outbox.acknowledged(body.id, v.key.as_bytes()) {
             // Slips-to-Slips delivery time, as far as the sender sees it.
             self.stats
                 .ack_delay
-                .observe(t.saturating_sub(p.first_sent_ms));
+                .observe(t.saturating_sub(first_sent_ms));
         }
     }
 
@@ -1492,11 +1396,9 @@ impl Node {
         let Some(inst) = peer.instance_mut(v.stamp.instance) else {
             return;
         };
-        let ids = inst.rx.missing(floor, last, MAX_NACK_IDS);
-        if ids.is_empty() || t.saturating_sub(inst.rx.last_nack_ms) < MIN_NACK_GAP_MS {
+        let Some(ids) = inst.rx.nack(t, floor, last, MAX_NACK_IDS) else {
             return;
-        }
-        inst.rx.last_nack_ms = t;
+        };
         if let Some(addr) = addr {
             self.reply(t, addr, 0, &v.key, Kind::Nack, &NackBody { to, ids });
         }
@@ -1518,18 +1420,7 @@ impl Node {
                 &format_args!("nack from unproven {src}"),
             );
         }
-        let repairs: Vec<DataBody> = body
-            .ids
-            .iter()
-            .filter_map(|id| self.outbox.broadcast(*id))
-            .map(|b| DataBody {
-                id: b.id,
-                to: None,
-                to_inst: None,
-                payload: b.payload.clone(),
-            })
-            .collect();
-        for repair in repairs {
+        for repair in self.outbox.repairs(&body.ids) {
             if !self.reply(t, src, 0, &v.key, Kind::Data, &repair) {
                 break;
             }
@@ -1617,7 +1508,7 @@ impl Node {
             ip: *self.params.unicast.ip(),
             port: self.params.unicast.port(),
             interval_ms: self.settings.announce_interval_ms,
-            last_bcast: self.outbox.last_bcast,
+            last_bcast: self.outbox.last_broadcast(),
             pad: String::new(),
         };
         if self
@@ -1835,14 +1726,11 @@ impl Node {
         for p in self.peers.iter_mut() {
             p.persisted_last_seen_ms = p.last_seen_ms;
         }
-        let mut peers: Vec<StoredPeer> = self.peers.iter().map(Peer::to_stored).collect();
+        let mut peers: Vec<PeerRecord> = self.peers.iter().map(Peer::to_record).collect();
         peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
-        let saved_at = secs(self.wall(t)).max(0).unsigned_abs();
-        self.actions.push_back(Action::SavePeers(PeerFile {
-            version: FORMAT_VERSION,
-            saved_at,
-            peers,
-        }));
+        let saved_at_ms = self.wall(t);
+        self.actions
+            .push_back(Action::SavePeers(PeerList { saved_at_ms, peers }));
         self.dirty = false;
         self.last_save_ms = t;
     }
@@ -1852,18 +1740,6 @@ impl Node {
         self.count_peer_drop(reason);
         self.drop_log.record(t, reason, detail);
     }
-}
-
-/// What becomes of a verified `data` message.
-enum Delivery {
-    /// Not delivered before: on to Slips.
-    New,
-    /// Delivered already (a copy, retransmission or repair).
-    Duplicate,
-    /// A broadcast of an instance we have no session with.
-    NoSession,
-    /// A broadcast sent before our session with its sender began.
-    BeforeSession,
 }
 
 /// Which socket each kind may arrive on (PROTOCOL.md §2.1). Broadcast

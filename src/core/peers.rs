@@ -1,12 +1,10 @@
 //! The peer table: every peer we know, keyed by its public key.
 
+use super::Millis;
 use super::delivery::RxState;
 use super::limits::TokenBucket;
-use super::reliability::Reliability;
-use crate::peerstore::StoredPeer;
+use super::reliability::{Reliability, ReliabilitySums};
 use crate::wire::replay::ReplayWindow;
-use base64::Engine as _;
-use base64::prelude::BASE64_STANDARD;
 use ed25519_dalek::VerifyingKey;
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
@@ -34,6 +32,37 @@ impl PeerState {
             Self::Inactive => "inactive",
         }
     }
+}
+
+/// A peer as it is remembered across restarts: what
+/// [`Action::SavePeers`](super::Action::SavePeers) hands out and
+/// [`Node::new`](super::Node::new) takes back. Plain values: how they are
+/// written to disk is the peer list adapter's business (`peerstore`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerRecord {
+    /// libp2p peer id of `key` (what Slips and the operator know it by).
+    pub peer_id: String,
+    /// Its key: its identity.
+    pub key: VerifyingKey,
+    /// The last address it proved it receives at.
+    pub addr: Option<SocketAddrV4>,
+    /// First verified datagram, Unix ms.
+    pub first_seen_ms: Millis,
+    /// Last verified datagram, Unix ms (drives forgetting).
+    pub last_seen_ms: Millis,
+    /// Reliability sums (times in Unix ms).
+    pub reliability: ReliabilitySums,
+    /// Last reliability told to Slips, if any.
+    pub reported_reliability: Option<f64>,
+}
+
+/// The peer list at one moment, ordered by peer id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerList {
+    /// When the node made it, Unix ms.
+    pub saved_at_ms: Millis,
+    /// One record per known peer.
+    pub peers: Vec<PeerRecord>,
 }
 
 /// What we keep per instance (process start) of a peer.
@@ -179,16 +208,15 @@ impl Peer {
         self.instances.iter_mut().find(|i| i.instance == instance)
     }
 
-    /// The persisted form.
-    pub fn to_stored(&self) -> StoredPeer {
-        StoredPeer {
+    /// What is remembered of it across restarts.
+    pub fn to_record(&self) -> PeerRecord {
+        PeerRecord {
             peer_id: self.peer_id.clone(),
-            public_key: BASE64_STANDARD.encode(self.key.as_bytes()),
-            ip: self.addr.map(|a| *a.ip()),
-            port: self.addr.map(|a| a.port()),
-            first_seen: self.first_seen_ms / 1000,
-            last_seen: self.last_seen_ms / 1000,
-            reliability: self.reliability.to_stored(),
+            key: self.key,
+            addr: self.addr,
+            first_seen_ms: self.first_seen_ms,
+            last_seen_ms: self.last_seen_ms,
+            reliability: self.reliability.sums(),
             reported_reliability: self.reported_reliability,
         }
     }

@@ -10,8 +10,6 @@
 //! peer that misbehaved recovers and a good peer that turns bad loses its
 //! score within a few half-lives, unlike the Go Pigeon's lifetime average.
 
-use crate::peerstore::StoredReliability;
-
 /// One kind of observation, with its value and weight.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Observation {
@@ -53,6 +51,17 @@ pub struct ReliabilityParams {
     pub prior_weight: f64,
 }
 
+/// The decayed sums as plain numbers: what is remembered across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ReliabilitySums {
+    /// Σ weight × value.
+    pub sum: f64,
+    /// Σ weight.
+    pub weight: f64,
+    /// Time of the sums, Unix milliseconds.
+    pub at_ms: u64,
+}
+
 /// Decayed sums of one peer's observations.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Reliability {
@@ -62,8 +71,9 @@ pub struct Reliability {
 }
 
 impl Reliability {
-    /// Restores persisted sums (non-finite or negative values are reset).
-    pub fn from_stored(s: StoredReliability) -> Self {
+    /// Restores remembered sums (non-finite or negative values, or a sum
+    /// above the weight, are reset: the file may have been edited).
+    pub fn from_sums(s: ReliabilitySums) -> Self {
         let ok = |x: f64| x.is_finite() && x >= 0.0;
         if ok(s.sum) && ok(s.weight) && s.sum <= s.weight {
             Self {
@@ -76,9 +86,9 @@ impl Reliability {
         }
     }
 
-    /// The sums, for the peer list file.
-    pub fn to_stored(self) -> StoredReliability {
-        StoredReliability {
+    /// The sums, to be remembered.
+    pub fn sums(self) -> ReliabilitySums {
+        ReliabilitySums {
             sum: self.sum,
             weight: self.weight,
             at_ms: self.at_ms,
@@ -157,17 +167,17 @@ mod tests {
 
     #[test]
     fn corrupt_stored_values_are_reset() {
-        let s = StoredReliability {
+        let s = ReliabilitySums {
             sum: f64::NAN,
             weight: 1.0,
             at_ms: 0,
         };
-        assert_eq!(Reliability::from_stored(s), Reliability::default());
-        let s = StoredReliability {
+        assert_eq!(Reliability::from_sums(s), Reliability::default());
+        let s = ReliabilitySums {
             sum: 5.0,
             weight: 1.0,
             at_ms: 0,
         };
-        assert_eq!(Reliability::from_stored(s), Reliability::default());
+        assert_eq!(Reliability::from_sums(s), Reliability::default());
     }
 }

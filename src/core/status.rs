@@ -195,8 +195,8 @@ impl Node {
             started_ms: now.wall.saturating_sub(t.saturating_sub(self.started_ms)),
             now_ms: now.wall,
             counters: Counters::from_stats(&self.stats),
-            pending_directed: self.outbox.pending.len(),
-            retained_broadcasts: self.outbox.recent.len(),
+            pending_directed: self.outbox.pending_directed(),
+            retained_broadcasts: self.outbox.retained_broadcasts(),
             peers,
         }
     }

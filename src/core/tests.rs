@@ -25,7 +25,7 @@ pub(crate) struct SimNode {
     pub(crate) node: Node,
     pub(crate) addr: SocketAddrV4,
     pub(crate) inbox: Vec<ToSlips>,
-    pub(crate) saved: Option<PeerFile>,
+    pub(crate) saved: Option<PeerList>,
     pub(crate) up: bool,
     /// This host's wall clock minus the LAN's true time (a stepped or
     /// skewed system clock); its monotonic clock is always the true time.
@@ -118,7 +118,7 @@ impl Sim {
         &mut self,
         i: usize,
         cfg: &Config,
-        stored: Vec<StoredPeer>,
+        stored: Vec<PeerRecord>,
         instance: u64,
     ) {
         self.nodes[i].node = Node::new(

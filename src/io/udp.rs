@@ -1,4 +1,4 @@
-//! The two UDP sockets of a pigeon.
+//! The three UDP sockets of a pigeon.
 //!
 //! * The **group socket** receives multicast only: it is bound to
 //!   `group:group_port` (on Linux the kernel then delivers only datagrams
@@ -8,6 +8,11 @@
 //!   receives directed messages and sends everything: multicast leaves
 //!   through the `-host` interface (`IP_MULTICAST_IF`) with TTL 1, so it
 //!   never leaves the link, and loops back to other pigeons on this host.
+//! * The **probe socket** (any port) sends challenges and acks to
+//!   addresses that have not proven they receive, and gets their replies:
+//!   datagrams to forged, unreachable sources wait in the kernel's
+//!   neighbour queue and fill this socket's send buffer, never the one
+//!   peers are served from.
 
 use crate::wire::MAX_DATAGRAM;
 use socket2::{Domain, Protocol, Socket, Type};

@@ -11,7 +11,7 @@ pub mod request_guard;
 
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Slips' legacy stop command (the Go Pigeon matched this exact string).
 pub const STOP_PROCESS: &str = "stop_process";
@@ -229,15 +229,22 @@ pub struct SlipsVersion {
     source: VersionSource,
 }
 
+/// Where Slips keeps its version, for our binary at `binary`: Slips'
+/// layout is `<slips>/p2p4slips/p2p4slips`, so `<slips>/VERSION`. (The
+/// runtime reads it: this module does no IO.)
+pub fn version_file(binary: &Path) -> Option<PathBuf> {
+    binary
+        .parent()
+        .and_then(Path::parent)
+        .map(|slips| slips.join("VERSION"))
+}
+
 impl SlipsVersion {
-    /// Reads `<dir of dir of the binary>/VERSION` (Slips' layout is
-    /// `<slips>/p2p4slips/p2p4slips`), falling back to `config_value`.
-    pub fn discover(binary: &Path, config_value: &str) -> Self {
-        let from_file = binary
-            .parent()
-            .and_then(Path::parent)
-            .map(|slips| slips.join("VERSION"))
-            .and_then(|p| std::fs::read_to_string(p).ok())
+    /// The version in `version_file`, the contents of Slips' `VERSION`
+    /// file ([`version_file`]) if it could be read and holds a plausible
+    /// one; else `config_value`.
+    pub fn new(version_file: Option<&str>, config_value: &str) -> Self {
+        let from_file = version_file
             .map(|s| s.replace(['\n', '\r'], "").trim().to_owned())
             .filter(|s| is_plausible_version(s));
         match from_file {
@@ -375,12 +382,16 @@ mod tests {
     }
 
     #[test]
+    fn version_file_is_beside_our_folder() {
+        assert_eq!(
+            version_file(Path::new("/opt/slips/p2p4slips/p2p4slips")),
+            Some(PathBuf::from("/opt/slips/VERSION"))
+        );
+    }
+
+    #[test]
     fn version_from_file_then_filter() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("p2p4slips")).unwrap();
-        std::fs::write(dir.path().join("VERSION"), "1.1.21\n").unwrap();
-        let bin = dir.path().join("p2p4slips").join("p2p4slips");
-        let mut v = SlipsVersion::discover(&bin, "0.0.0");
+        let mut v = SlipsVersion::new(Some("1.1.21\n"), "0.0.0");
         assert_eq!((v.value(), v.source()), ("1.1.21", VersionSource::File));
         assert!(v.accept(Some("1.1.21")));
         assert!(v.accept(None));
@@ -389,7 +400,7 @@ mod tests {
 
     #[test]
     fn version_adopted_from_first_message_when_no_file() {
-        let mut v = SlipsVersion::discover(Path::new("/nonexistent/x/y"), "1.1.21");
+        let mut v = SlipsVersion::new(None, "1.1.21");
         assert_eq!(v.source(), VersionSource::Config);
         assert!(v.accept(Some("1.2.0")));
         assert_eq!(

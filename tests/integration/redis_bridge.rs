@@ -18,6 +18,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -94,11 +95,11 @@ fn runtime() -> TestRuntime {
 
 pub(crate) fn settings(address: &str, capacity: usize) -> RedisSettings {
     RedisSettings {
-        address: address.to_owned(),
+        target: redis_bridge::parse_address(address).expect("a valid address"),
         password: None,
         channel_pygo: PYGO.to_owned(),
         channel_gopy: GOPY.to_owned(),
-        outbox_capacity: capacity,
+        outbox_capacity: NonZeroUsize::new(capacity).expect("a capacity of at least 1"),
     }
 }
 
@@ -218,9 +219,7 @@ fn messages_and_keys_flow_both_ways_in_order() {
         wait_until(Duration::from_secs(5), "the gopy subscriber", || {
             subscribers(&url, GOPY) == 1
         });
-        let (bridge, mut rx) = rt
-            .block_on(redis_bridge::start(settings(&url, 100)))
-            .unwrap();
+        let (bridge, mut rx) = rt.block_on(redis_bridge::start(settings(&url, 100)));
         bridge.set("multiAddress".into(), "/ip4/10.0.0.1/tcp/4001/p2p/x".into());
         // Slips reads multiAddress once, ~2 s after starting the pigeon.
         wait_until(Duration::from_secs(2), "multiAddress", || {
@@ -281,9 +280,7 @@ fn survive_outage(port: u16, outage: Duration) {
         wait_until(Duration::from_secs(5), "the gopy subscriber", || {
             subscribers(&url, GOPY) == 1
         });
-        let (bridge, mut rx) = rt
-            .block_on(redis_bridge::start(settings(&url, 10_000)))
-            .unwrap();
+        let (bridge, mut rx) = rt.block_on(redis_bridge::start(settings(&url, 10_000)));
         bridge.set("multiAddress".into(), "addr".into());
         wait_connected(&bridge, Duration::from_secs(2));
 
@@ -341,8 +338,9 @@ fn outage_of_1_second() {
     survive_outage(6402, Duration::from_secs(1));
 }
 
-/// Longer than the connection manager's own retry budget (rust-notes
-/// §1.3): only the bridge's health check brings it back.
+/// Longer than the connection manager's own retry budget (redis 1.8.1:
+/// 6 retries, delays doubling from 100 ms, plus connection timeouts): only
+/// the bridge's health check brings it back.
 #[test]
 fn outage_of_12_seconds() {
     survive_outage(6403, Duration::from_secs(12));
@@ -363,9 +361,7 @@ fn full_outbox_drops_the_oldest() {
         let url = server.url();
         let rt = runtime();
         // Nobody listens on gopy yet: the bridge holds the messages.
-        let (bridge, _rx) = rt
-            .block_on(redis_bridge::start(settings(&url, 10)))
-            .unwrap();
+        let (bridge, _rx) = rt.block_on(redis_bridge::start(settings(&url, 10)));
         wait_connected(&bridge, Duration::from_secs(2));
         for i in 0..25 {
             bridge.publish(format!("m{i}"));
@@ -391,9 +387,7 @@ fn localhost_reaches_an_ipv4_only_redis() {
         let server = RedisServer::start(6406);
         let url = server.url();
         let rt = runtime();
-        let (bridge, mut rx) = rt
-            .block_on(redis_bridge::start(settings("localhost:6406", 10)))
-            .unwrap();
+        let (bridge, mut rx) = rt.block_on(redis_bridge::start(settings("localhost:6406", 10)));
         bridge.set("multiAddress".into(), "via localhost".into());
         wait_until(Duration::from_secs(2), "multiAddress", || {
             slips_get(&url, "multiAddress").as_deref() == Some("via localhost")
@@ -409,9 +403,7 @@ fn redis_down_at_start_is_not_fatal() {
     in_loopback_netns(|| {
         let rt = runtime();
         let started = Instant::now();
-        let (bridge, mut rx) = rt
-            .block_on(redis_bridge::start(settings("127.0.0.1:6407", 100)))
-            .unwrap();
+        let (bridge, mut rx) = rt.block_on(redis_bridge::start(settings("127.0.0.1:6407", 100)));
         assert!(started.elapsed() < Duration::from_millis(500));
         bridge.set("multiAddress".into(), "late".into());
         for i in 0..5 {
@@ -456,7 +448,8 @@ fn passwords_and_auth_files() {
         let authed = "redis://:s3cret@127.0.0.1:6408/0".to_owned();
         let rt = runtime();
 
-        // SLP-006: the password comes from ../redis_auth.conf.
+        // Newer Slips keep the password in permanent/redis_auth.conf, which
+        // is ../redis_auth.conf from pigeon's working directory.
         let dir = tempfile::tempdir().unwrap();
         let runtime_dir = dir.path().join("p2p_trust_runtime");
         std::fs::create_dir(&runtime_dir).unwrap();
@@ -471,7 +464,7 @@ fn passwords_and_auth_files() {
             ..RedisConfig::default()
         };
         let from_file = RedisSettings::from_config(&cfg, &runtime_dir).unwrap();
-        let (good, mut rx) = rt.block_on(redis_bridge::start(from_file)).unwrap();
+        let (good, mut rx) = rt.block_on(redis_bridge::start(from_file));
         good.set("multiAddress".into(), "authenticated".into());
         wait_until(Duration::from_secs(2), "multiAddress", || {
             slips_get(&authed, "multiAddress").as_deref() == Some("authenticated")
@@ -482,10 +475,8 @@ fn passwords_and_auth_files() {
         // Wrong password, or none: not fatal, reported, never connected.
         let mut wrong = settings("127.0.0.1:6408", 10);
         wrong.password = Some("wrong-pw".into());
-        let (wrong, _rx1) = rt.block_on(redis_bridge::start(wrong)).unwrap();
-        let (none, _rx2) = rt
-            .block_on(redis_bridge::start(settings("127.0.0.1:6408", 10)))
-            .unwrap();
+        let (wrong, _rx1) = rt.block_on(redis_bridge::start(wrong));
+        let (none, _rx2) = rt.block_on(redis_bridge::start(settings("127.0.0.1:6408", 10)));
         for bridge in [&wrong, &none] {
             wait_until(Duration::from_secs(3), "an authentication error", || {
                 bridge

@@ -241,8 +241,7 @@ impl Setup {
         });
         let (bridge, _rx) = rt
             .handle
-            .block_on(redis_bridge::start(settings(&url, 1000)))
-            .unwrap();
+            .block_on(redis_bridge::start(settings(&url, 1000)));
         wait_connected(&bridge, Duration::from_secs(5));
         Self {
             _server: server,
