@@ -325,7 +325,7 @@ mod tests {
             "fe80::1%",
             long.as_str(),
         ] {
-            let p = b64(&python::build_go_message("request", key, None));
+            let p = b64(&python::go_message("request", key, Evaluation::Absent));
             assert_eq!(validate(&p), Err(PayloadError::BadKey), "{key:?}");
         }
         let longest = format!("fe80::1%{}", "a".repeat(MAX_ZONE_LEN));
@@ -335,7 +335,7 @@ mod tests {
             "fe80::1%br-lan.10_x",
             longest.as_str(),
         ] {
-            let p = b64(&python::build_go_message("request", key, None));
+            let p = b64(&python::go_message("request", key, Evaluation::Absent));
             assert_eq!(validate(&p).unwrap().key, key);
         }
     }
@@ -344,11 +344,11 @@ mod tests {
     #[test]
     fn canonical_form_is_slips_own_bytes() {
         for inner in [
-            python::build_go_message("request", "1.2.3.4", None),
-            python::build_go_message("report", "1.2.3.4", Some(("0.8", "0.9"))),
-            python::build_go_message("report", "2001:db8::1", Some(("1", "0.5"))),
-            python::build_go_message("report", "10.0.0.1", Some(("-0.25", "1e-05"))),
-            python::build_go_message("blame", "fe80::1%eth0", Some(("0", "1.0"))),
+            python::go_message("request", "1.2.3.4", Evaluation::Absent),
+            python::go_message("report", "1.2.3.4", Evaluation::ScoreConfidence("0.8", "0.9")),
+            python::go_message("report", "2001:db8::1", Evaluation::ScoreConfidence("1", "0.5")),
+            python::go_message("report", "10.0.0.1", Evaluation::ScoreConfidence("-0.25", "1e-05")),
+            python::go_message("blame", "fe80::1%eth0", Evaluation::ScoreConfidence("0", "1.0")),
             python::go_message("report", "1.2.3.4", Evaluation::Null),
         ] {
             let p = b64(&inner);
@@ -367,18 +367,14 @@ mod tests {
         let v = validate(&sent).unwrap();
         assert_eq!(
             v.canonical,
-            b64(&python::build_go_message(
-                "blame",
-                "1.2.3.4",
-                Some(("0.8", "0.9"))
-            ))
+            b64(&python::go_message("blame", "1.2.3.4", Evaluation::ScoreConfidence("0.8", "0.9")))
         );
         let request_with_evaluation = b64(
             r#"{"message_type":"request","key_type":"ip","key":"::1","evaluation_type":"score_confidence","evaluation":{"score":"\u001b"}}"#,
         );
         assert_eq!(
             validate(&request_with_evaluation).unwrap().canonical,
-            b64(&python::build_go_message("request", "::1", None))
+            b64(&python::go_message("request", "::1", Evaluation::Absent))
         );
         // Python writes what json.loads made of the number.
         let odd_numbers = b64(
@@ -386,11 +382,7 @@ mod tests {
         );
         assert_eq!(
             validate(&odd_numbers).unwrap().canonical,
-            b64(&python::build_go_message(
-                "report",
-                "1.2.3.4",
-                Some(("0.5", "1.0"))
-            ))
+            b64(&python::go_message("report", "1.2.3.4", Evaluation::ScoreConfidence("0.5", "1.0")))
         );
     }
 

@@ -2,7 +2,6 @@
 //! SIGKILL during writes, a corrupt list is moved aside, and a full or
 //! read-only disk is reported and retried.
 
-use crate::lab::{LabChild, RedisServer, SlipsTree, in_loopback_netns};
 use base64::Engine as _;
 use base64::prelude::BASE64_STANDARD;
 use nix::sys::signal::{Signal, kill};
@@ -12,6 +11,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::lab::{LabChild, RedisServer, SlipsTree, in_loopback_netns};
+use testkit::wait::holds_within;
 
 /// Environment variable that turns [`peerstore_writer_child`] into a
 /// writer loop (the test re-executes its own binary).
@@ -135,16 +136,9 @@ fn peer_list_survives_sigkill_during_writes() {
     assert_eq!(list_files, 1);
 }
 
-/// Waits for `pred` over the pigeon's p2p.log, bounded.
+/// Whether the pigeon's p2p.log says `what` within `timeout`.
 fn wait_log(tree: &SlipsTree, what: &str, timeout: Duration) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if tree.read_log().contains(what) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+    holds_within(timeout, || tree.read_log().contains(what))
 }
 
 fn stop(child: &mut LabChild) -> Option<std::process::ExitStatus> {
@@ -242,8 +236,8 @@ fn full_disk_is_reported_and_retried() {
         cmd.args(["-m", "--propagation", "private", "sh", "-c", &script])
             .current_dir(tree.runtime_dir())
             .stdin(Stdio::null())
-            .stdout(crate::lab::append(&tree.log_path()).unwrap())
-            .stderr(crate::lab::append(&tree.stderr_path()).unwrap());
+            .stdout(testkit::lab::append(&tree.log_path()).unwrap())
+            .stderr(testkit::lab::append(&tree.stderr_path()).unwrap());
         let child = cmd.spawn().unwrap();
         let mut child = LabChild::new(child, "pigeon (full disk)".to_owned());
         assert!(
@@ -262,7 +256,7 @@ fn full_disk_is_reported_and_retried() {
             .status()
             .unwrap();
         assert!(status.success());
-        let saved = wait_until(Duration::from_secs(12), || {
+        let saved = holds_within(Duration::from_secs(12), || {
             let out = Command::new("nsenter")
                 .args(["-t", &pid.to_string(), "-m", "cat"])
                 .arg(full.join("peers.json"))
@@ -275,17 +269,6 @@ fn full_disk_is_reported_and_retried() {
         assert!(saved, "the list was not written after space was freed");
         assert!(stop(&mut child).expect("exits on SIGINT").success());
     });
-}
-
-fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if pred() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 fn shell_quote(s: &str) -> String {

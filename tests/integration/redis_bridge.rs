@@ -2,9 +2,9 @@
 //! loopback-only network namespace (see `lab.rs`).
 //!
 //! The "Slips side" is played by the redis crate's plain clients: a
-//! multiplexed connection publishing on `p2p_pygo`, and a synchronous
-//! RESP2 subscriber on `p2p_gopy` that reconnects on its own (like
-//! redis-py), on a thread of the test's namespace.
+//! connection publishing on `p2p_pygo`, and `testkit::slips::SlipsSide`'s
+//! subscriber on `p2p_gopy` that reconnects on its own (like redis-py), on
+//! a thread of the test's namespace.
 //!
 //! Outages are deterministic because the bridge delivers a message only
 //! when `PUBLISH` reports a receiver: whatever the order in which the
@@ -18,8 +18,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -28,10 +26,10 @@ use pigeon::io::redis_bridge::{self, BridgeHandle, RedisSettings};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::lab::{RedisServer, in_loopback_netns};
-
-const PYGO: &str = "p2p_pygo";
-pub(crate) const GOPY: &str = "p2p_gopy";
+use testkit::lab::{RedisServer, in_loopback_netns};
+use testkit::slips::SlipsSide;
+use testkit::wait::wait_until;
+use testkit::{GOPY, PYGO};
 
 /// A current-thread tokio runtime driven by its own thread (of the test's
 /// namespace), so the bridge keeps running while the test thread blocks on
@@ -102,18 +100,6 @@ pub(crate) fn settings(address: &str, capacity: usize) -> RedisSettings {
     }
 }
 
-/// Polls `check` every 20 ms until it holds or `limit` passes.
-pub(crate) fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A synchronous Redis command from the Slips side.
 fn slips_cmd<T: redis::FromRedisValue>(url: &str, cmd: &redis::Cmd) -> redis::RedisResult<T> {
     let client = redis::Client::open(url)?;
@@ -134,60 +120,6 @@ pub(crate) fn subscribers(url: &str, channel: &str) -> i64 {
     let reply: redis::RedisResult<(String, i64)> =
         slips_cmd(url, redis::cmd("PUBSUB").arg("NUMSUB").arg(channel));
     reply.map_or(0, |(_, n)| n)
-}
-
-/// Slips' subscriber on gopy: reconnects and resubscribes by itself, and
-/// keeps every message it received, in order.
-pub(crate) struct Collector {
-    received: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Collector {
-    pub(crate) fn start(url: &str) -> Self {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (url, out, halt) = (url.to_owned(), Arc::clone(&received), Arc::clone(&stop));
-        thread::spawn(move || {
-            while !halt.load(Ordering::Relaxed) {
-                let session = || -> redis::RedisResult<()> {
-                    let client = redis::Client::open(url.as_str())?;
-                    let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
-                    let mut pubsub = con.as_pubsub();
-                    pubsub.subscribe(GOPY)?;
-                    pubsub.set_read_timeout(Some(Duration::from_millis(500)))?;
-                    while !halt.load(Ordering::Relaxed) {
-                        match pubsub.get_message() {
-                            Ok(msg) => out.lock().unwrap().push(msg.get_payload::<String>()?),
-                            Err(e) if e.is_timeout() => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    Ok(())
-                };
-                let _ = session();
-                thread::sleep(Duration::from_millis(20));
-            }
-        });
-        Self { received, stop }
-    }
-
-    pub(crate) fn messages(&self) -> Vec<String> {
-        self.received.lock().unwrap().clone()
-    }
-
-    pub(crate) fn wait_for(&self, count: usize, limit: Duration) -> Vec<String> {
-        wait_until(limit, &format!("{count} messages on gopy"), || {
-            self.received.lock().unwrap().len() >= count
-        });
-        self.messages()
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 /// Receives `count` messages from the bridge's pygo receiver.
@@ -214,7 +146,7 @@ fn messages_and_keys_flow_both_ways_in_order() {
         let server = RedisServer::start(6401);
         let url = server.url();
         let rt = runtime();
-        let slips = Collector::start(&url);
+        let slips = SlipsSide::start_here(&url);
         wait_until(Duration::from_secs(5), "the gopy subscriber", || {
             subscribers(&url, GOPY) == 1
         });
@@ -239,7 +171,7 @@ fn messages_and_keys_flow_both_ways_in_order() {
         }
         assert!(rt.block_on(bridge.flush(Duration::from_secs(5))));
         let expected: Vec<String> = (0..50).map(|i| format!("gopy-{i}")).collect();
-        assert_eq!(slips.wait_for(50, Duration::from_secs(5)), expected);
+        assert_eq!(slips.wait_texts(50, Duration::from_secs(5)), expected);
 
         // Not UTF-8: dropped and counted; the next message still arrives.
         assert_eq!(slips_publish(&url, &b"\xff\xfe"[..]), 1);
@@ -265,7 +197,7 @@ fn messages_and_keys_flow_both_ways_in_order() {
         assert_eq!(stats.outbox_len, 0);
         assert!(stats.connected);
         assert_eq!(stats.last_error, None);
-        assert_eq!(slips.messages().len(), 50);
+        assert_eq!(slips.texts().len(), 50);
     });
 }
 
@@ -277,7 +209,7 @@ fn survive_outage(port: u16, outage: Duration) {
         let mut server = RedisServer::start(port);
         let url = server.url();
         let rt = runtime();
-        let slips = Collector::start(&url);
+        let slips = SlipsSide::start_here(&url);
         wait_until(Duration::from_secs(5), "the gopy subscriber", || {
             subscribers(&url, GOPY) == 1
         });
@@ -323,7 +255,7 @@ fn survive_outage(port: u16, outage: Duration) {
         rt.block_on(producer).unwrap();
         assert!(rt.block_on(bridge.flush(Duration::from_secs(20))));
         let expected: Vec<String> = (0..total).map(|i| format!("m{i:05}")).collect();
-        let got = slips.wait_for(total, Duration::from_secs(10));
+        let got = slips.wait_texts(total, Duration::from_secs(10));
         assert_eq!(got, expected, "lost, duplicated or reordered messages");
 
         let stats = bridge.stats();
@@ -332,7 +264,7 @@ fn survive_outage(port: u16, outage: Duration) {
         assert_eq!(stats.dropped_outbox, 0);
         assert_eq!(stats.published, u64::try_from(total).unwrap());
         thread::sleep(Duration::from_millis(300));
-        assert_eq!(slips.messages().len(), total, "late duplicates");
+        assert_eq!(slips.texts().len(), total, "late duplicates");
     });
 }
 
@@ -376,10 +308,10 @@ fn full_outbox_drops_the_oldest() {
         assert!(!rt.block_on(bridge.flush(Duration::from_millis(300))));
         assert_eq!(bridge.stats().published, 0);
 
-        let slips = Collector::start(&url);
+        let slips = SlipsSide::start_here(&url);
         assert!(rt.block_on(bridge.flush(Duration::from_secs(5))));
         let expected: Vec<String> = (15..25).map(|i| format!("m{i}")).collect();
-        assert_eq!(slips.wait_for(10, Duration::from_secs(5)), expected);
+        assert_eq!(slips.wait_texts(10, Duration::from_secs(5)), expected);
         let stats = bridge.stats();
         assert_eq!((stats.published, stats.dropped_outbox), (10, 15));
     });
@@ -426,14 +358,14 @@ fn redis_down_at_start_is_not_fatal() {
         let server = RedisServer::start(6407);
         let url = server.url();
         let up = Instant::now();
-        let slips = Collector::start(&url);
+        let slips = SlipsSide::start_here(&url);
         wait_until(Duration::from_secs(2), "multiAddress", || {
             slips_get(&url, "multiAddress").as_deref() == Some("late")
         });
         assert!(up.elapsed() < Duration::from_secs(2));
         assert!(rt.block_on(bridge.flush(Duration::from_secs(5))));
         let expected: Vec<String> = (0..5).map(|i| format!("early-{i}")).collect();
-        assert_eq!(slips.wait_for(5, Duration::from_secs(5)), expected);
+        assert_eq!(slips.wait_texts(5, Duration::from_secs(5)), expected);
         assert_eq!(slips_publish(&url, "ping"), 1);
         assert_eq!(receive(&rt, &mut rx, 1), ["ping"]);
         assert_eq!(bridge.stats().reconnects, 0);

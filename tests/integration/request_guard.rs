@@ -18,8 +18,11 @@ use pigeon::io::slips_cache::{GuardStats, RequestGuard};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-use crate::lab::{RedisServer, in_loopback_netns};
-use crate::redis_bridge::{Collector, GOPY, settings, subscribers, wait_connected, wait_until};
+use crate::redis_bridge::{settings, subscribers, wait_connected};
+use testkit::GOPY;
+use testkit::lab::{RedisServer, in_loopback_netns};
+use testkit::slips::SlipsSide;
+use testkit::wait::wait_until;
 
 /// Slips' cache port (fixed in Slips 1.1.21).
 const CACHE_PORT: u16 = 6379;
@@ -225,7 +228,7 @@ impl Drop for LoggedRuntime {
 struct Setup {
     _server: RedisServer,
     rt: LoggedRuntime,
-    slips: Collector,
+    slips: SlipsSide,
     bridge: BridgeHandle,
     url: String,
 }
@@ -235,7 +238,7 @@ impl Setup {
         let server = RedisServer::start(CACHE_PORT);
         let url = server.url();
         let rt = LoggedRuntime::new();
-        let slips = Collector::start(&url);
+        let slips = SlipsSide::start_here(&url);
         wait_until(Duration::from_secs(5), "the gopy subscriber", || {
             subscribers(&url, GOPY) == 1
         });
@@ -274,10 +277,10 @@ impl Setup {
             .unwrap();
         guard.submit(ip_of(sentinel), "sentinel".to_owned());
         wait_until(Duration::from_secs(10), "the sentinel request", || {
-            self.slips.messages().iter().any(|m| m == "sentinel")
+            self.slips.texts().iter().any(|m| m == "sentinel")
         });
         self.slips
-            .messages()
+            .texts()
             .iter()
             .filter_map(|m| m.strip_prefix("case-").and_then(|i| i.parse().ok()))
             .collect()
@@ -334,9 +337,9 @@ fn unreadable_cache_drops_requests_and_says_so() {
         wait_until(
             Duration::from_secs(10),
             "the request on the live cache",
-            || s.slips.messages().iter().any(|m| m == "up"),
+            || s.slips.texts().iter().any(|m| m == "up"),
         );
-        assert!(!s.slips.messages().iter().any(|m| m.starts_with("down-")));
+        assert!(!s.slips.texts().iter().any(|m| m.starts_with("down-")));
         assert_eq!(guard.stats().passed, 0);
         let log = s.rt.log();
         assert!(
