@@ -345,10 +345,26 @@ mod tests {
     fn canonical_form_is_slips_own_bytes() {
         for inner in [
             python::go_message("request", "1.2.3.4", Evaluation::Absent),
-            python::go_message("report", "1.2.3.4", Evaluation::ScoreConfidence("0.8", "0.9")),
-            python::go_message("report", "2001:db8::1", Evaluation::ScoreConfidence("1", "0.5")),
-            python::go_message("report", "10.0.0.1", Evaluation::ScoreConfidence("-0.25", "1e-05")),
-            python::go_message("blame", "fe80::1%eth0", Evaluation::ScoreConfidence("0", "1.0")),
+            python::go_message(
+                "report",
+                "1.2.3.4",
+                Evaluation::ScoreConfidence("0.8", "0.9"),
+            ),
+            python::go_message(
+                "report",
+                "2001:db8::1",
+                Evaluation::ScoreConfidence("1", "0.5"),
+            ),
+            python::go_message(
+                "report",
+                "10.0.0.1",
+                Evaluation::ScoreConfidence("-0.25", "1e-05"),
+            ),
+            python::go_message(
+                "blame",
+                "fe80::1%eth0",
+                Evaluation::ScoreConfidence("0", "1.0"),
+            ),
             python::go_message("report", "1.2.3.4", Evaluation::Null),
         ] {
             let p = b64(&inner);
@@ -367,7 +383,11 @@ mod tests {
         let v = validate(&sent).unwrap();
         assert_eq!(
             v.canonical,
-            b64(&python::go_message("blame", "1.2.3.4", Evaluation::ScoreConfidence("0.8", "0.9")))
+            b64(&python::go_message(
+                "blame",
+                "1.2.3.4",
+                Evaluation::ScoreConfidence("0.8", "0.9")
+            ))
         );
         let request_with_evaluation = b64(
             r#"{"message_type":"request","key_type":"ip","key":"::1","evaluation_type":"score_confidence","evaluation":{"score":"\u001b"}}"#,
@@ -382,7 +402,11 @@ mod tests {
         );
         assert_eq!(
             validate(&odd_numbers).unwrap().canonical,
-            b64(&python::go_message("report", "1.2.3.4", Evaluation::ScoreConfidence("0.5", "1.0")))
+            b64(&python::go_message(
+                "report",
+                "1.2.3.4",
+                Evaluation::ScoreConfidence("0.5", "1.0")
+            ))
         );
     }
 

@@ -41,6 +41,10 @@ pub const LAB_SUBNET: [u8; 3] = [10, 77, 0];
 /// The Redis port inside every lab host.
 pub const LAB_REDIS_PORT: u16 = 6379;
 
+/// DB 0 of the Redis of a lab host, seen from inside the host: where Slips
+/// and the pigeon meet.
+pub const LAB_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
 /// How long a Redis server may take to answer its first PING.
 const REDIS_READY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -332,6 +336,11 @@ impl LabChild {
         self.child.id()
     }
 
+    /// What it is, for messages (program and namespace).
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
     /// Sends `signal`, unless the process has already been reaped.
     pub fn signal(&mut self, signal: Signal) -> io::Result<()> {
         if self.try_wait().is_some() {
@@ -464,6 +473,13 @@ impl Lab {
             ips.extend((0..=255).map(|k| format!("198.51.{c}.{k}")));
         }
         ips.extend((0..=255).map(|k| format!("2001:db8::{k:x}")));
+        self.seed_slips_cache_with(i, &ips);
+    }
+
+    /// Gives host `i`'s Slips data about each of `ips` (see
+    /// [`Lab::seed_slips_cache`]), so that pigeon's request guard lets
+    /// requests about them through.
+    pub fn seed_slips_cache_with(&self, i: usize, ips: &[String]) {
         self.run_in(i, move || {
             let client = redis::Client::open(format!("redis://127.0.0.1:{LAB_REDIS_PORT}/1"))
                 .expect("redis client");
@@ -473,7 +489,7 @@ impl Lab {
             for (field, value) in [("threat_level", "medium"), ("confidence", "0.5")] {
                 let mut cmd = redis::cmd("HSET");
                 cmd.arg(format!("IPsInfo:{field}"));
-                for ip in &ips {
+                for ip in ips {
                     cmd.arg(ip).arg(value);
                 }
                 let _: i64 = cmd
@@ -518,7 +534,7 @@ impl Lab {
     /// The Redis of host `i`; reachable only from inside host `i`.
     pub fn redis_url(&self, i: usize) -> String {
         self.check_host(i);
-        format!("redis://127.0.0.1:{LAB_REDIS_PORT}/0")
+        LAB_REDIS_URL.to_owned()
     }
 
     fn open_netns(&self, i: usize) -> File {

@@ -162,12 +162,7 @@ impl World {
 
     /// Polls `check` (see [`wait_for`]); an invalid gopy message fails
     /// the wait at once, naming the message.
-    pub fn wait<T>(
-        &self,
-        limit: Duration,
-        what: &str,
-        mut check: impl FnMut() -> Option<T>,
-    ) -> T {
+    pub fn wait<T>(&self, limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         wait_for(
             limit,
             what,
@@ -270,7 +265,12 @@ impl World {
                 self.wait(
                     DISCOVERY_LIMIT,
                     &format!("a peer_update about host {b} ({id}, {ip}) at host {a}"),
-                    || self.h(a).slips.has_peer_update(0, &id, &ip.to_string()).then_some(()),
+                    || {
+                        self.h(a)
+                            .slips
+                            .has_peer_update(0, &id, &ip.to_string())
+                            .then_some(())
+                    },
                 );
             }
         }
@@ -347,4 +347,3 @@ impl World {
         }
     }
 }
-

@@ -40,12 +40,12 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+use testkit::SLIPS_VERSION as VERSION;
 use testkit::lab::{Lab, LabChild, SlipsTree};
 use testkit::rogue::{GROUP, NET, RoguePigeon, now_ms, padded_announce, udp_socket};
 use testkit::slips::{self as slips_checks, GopyMsg, SlipsSide};
 use testkit::wait::{tail, wait_until};
 use testkit::world::MultiAddr;
-use testkit::SLIPS_VERSION as VERSION;
 
 /// Unicast ports of the victims (Slips passes one per run).
 const PORTS: [u16; 2] = [40101, 40102];

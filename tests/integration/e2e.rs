@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use testkit::lab::{self, LAB_REDIS_PORT};
 use testkit::slips::{pygo_scroll, report_b64, report_scroll, request_b64, request_scroll};
 use testkit::wait::{tail, today_utc, wait_for};
-use testkit::world::{DELIVERY_LIMIT, DISCOVERY_LIMIT, EXIT_LIMIT, MULTIADDR_LIMIT, MultiAddr, World};
+use testkit::world::{
+    DELIVERY_LIMIT, DISCOVERY_LIMIT, EXIT_LIMIT, MULTIADDR_LIMIT, MultiAddr, World,
+};
 use testkit::{PYGO, SLIPS_VERSION};
 
 /// "Nothing else arrives" is checked for this long.
@@ -435,7 +437,12 @@ fn redis_restart_during_traffic_loses_nothing() {
         (w.h(2).slips.go_data_since(from).len() >= want.len()).then_some(())
     });
     thread::sleep(QUIET); // duplicates would show up now
-    assert_eq!(w.h(2).slips.go_data_pairs_since(from), want, "\n{}", w.diag());
+    assert_eq!(
+        w.h(2).slips.go_data_pairs_since(from),
+        want,
+        "\n{}",
+        w.diag()
+    );
     // The bridge re-applies multiAddress to the restarted (empty) Redis.
     let addr2 = w.h(2).addr.clone().unwrap();
     w.wait(DELIVERY_LIMIT, "multiAddress again in host 2", || {

@@ -118,8 +118,7 @@ fn lab_up_down_cleans_up() {
         .expect("spawn sleep");
     assert!(sleeper.is_running());
     assert!(sleeper.wait_timeout(Duration::from_millis(50)).is_none());
-    let out =
-        run_ok(Command::new("ip").args(["netns", "identify", &sleeper.pid().to_string()]));
+    let out = run_ok(Command::new("ip").args(["netns", "identify", &sleeper.pid().to_string()]));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), lab.netns(2));
     sleeper.sigint().unwrap();
     let status = sleeper

@@ -8,10 +8,10 @@
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use testkit::slips::check::{REASONS, b64decode_validate, is_ip_address};
-    use testkit::slips::*;
     use base64::Engine as _;
     use serde_json::{Value, json};
+    use testkit::slips::check::{REASONS, b64decode_validate, is_ip_address};
+    use testkit::slips::*;
 
     const V: &str = testkit::SLIPS_VERSION;
     const NOW: i64 = 1_700_000_000;

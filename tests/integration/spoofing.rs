@@ -210,11 +210,7 @@ fn spoofed_source_gets_no_more_bytes_than_it_sent() {
     // Broadcasts of the pigeon that nacks may ask for.
     for k in 0..5 {
         let b64 = slips::request_b64(&format!("192.0.2.{}", 10 + k));
-        assert_eq!(
-            p.slips
-                .publish(&pygo_scroll(&b64, "*", VERSION)),
-            1
-        );
+        assert_eq!(p.slips.publish(&pygo_scroll(&b64, "*", VERSION)), 1);
     }
     let mut att = RoguePigeon::new(&lab, 3, lab.host_ip(3), fresh_key(0xA7, 0));
     att.join(&[p.unicast], Duration::from_secs(10));
@@ -452,11 +448,7 @@ fn announce_from_a_spoofed_source_binds_no_address() {
     thread::sleep(SETTLE);
     victim.take(pip);
     let to_key = slips::request_b64("192.0.2.60");
-    assert_eq!(
-        p.slips
-            .publish(&pygo_scroll(&to_key, &kid, VERSION)),
-        1
-    );
+    assert_eq!(p.slips.publish(&pygo_scroll(&to_key, &kid, VERSION)), 1);
     thread::sleep(SETTLE);
     let after = victim.take(pip);
     assert!(
@@ -646,11 +638,7 @@ fn honest_pigeon_joins_during_flood(random: bool) -> String {
         } else {
             (&mut p2, &p1)
         };
-        assert_eq!(
-            a.slips
-                .publish(&pygo_scroll(&b64, "*", VERSION)),
-            1
-        );
+        assert_eq!(a.slips.publish(&pygo_scroll(&b64, "*", VERSION)), 1);
         wait_until(
             Duration::from_secs(10),
             "a broadcast after the flood",

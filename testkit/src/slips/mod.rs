@@ -16,4 +16,4 @@ pub use build::{
     report_scroll, request_b64, request_scroll,
 };
 pub use check::{GopyMsg, Violation, check_gopy, check_gopy_with, now_unix, reasons};
-pub use side::{Flow, GoData, Received, SlipsSide, listen};
+pub use side::{Flow, GoData, Received, SlipsSide, listen, publish};

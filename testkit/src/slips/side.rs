@@ -374,6 +374,11 @@ fn subscriber_loop(url: &str, inbox: &Inbox, halt: &AtomicBool) {
     }
 }
 
+/// `PUBLISH channel text` on `con`; the number of receivers.
+pub fn publish(con: &mut redis::Connection, channel: &str, text: &str) -> redis::RedisResult<i64> {
+    redis::cmd("PUBLISH").arg(channel).arg(text).query(con)
+}
+
 /// What a [`listen`] handler wants next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
