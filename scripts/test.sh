@@ -371,8 +371,8 @@ case "${1:-all}" in
             step "real-Slips environment (scripts/slips-env.sh)" real_slips_env
         fi
         step "cargo fmt --check" cargo fmt --all -- --check
-        step "cargo clippy --all-targets -- -D warnings" \
-            cargo clippy --locked --all-targets -- -D warnings
+        step "cargo clippy --workspace --all-targets -- -D warnings" \
+            cargo clippy --locked --workspace --all-targets -- -D warnings
         if [ "$(id -u)" -eq 0 ]; then
             # the real Slips (a dozen processes per host) runs alone, after
             # the others, one test at a time, so that its load does not skew

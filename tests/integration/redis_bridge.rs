@@ -1,5 +1,5 @@
 //! The Redis bridge against a real redis-server, each test inside its own
-//! loopback-only network namespace (see `lab.rs`).
+//! loopback-only network namespace (`testkit::lab::in_loopback_netns`).
 //!
 //! The "Slips side" is played by the redis crate's plain clients: a
 //! connection publishing on `p2p_pygo`, and `testkit::slips::SlipsSide`'s
