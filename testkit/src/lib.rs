@@ -15,6 +15,8 @@
 //! * [`world`]: lab hosts each with a Slips tree, a Slips side and a
 //!   pigeon, for end-to-end scenarios;
 //! * [`rogue`]: an attacker that joins real pigeons (protocol v2);
+//! * [`runtime`]: a tokio runtime on a thread of its own, for tests of
+//!   pigeon's async adapters;
 //! * [`wait`]: bounded polls, log tails, today's date.
 //!
 //! It is test code: set-up failures panic with a message naming what
@@ -23,6 +25,7 @@
 
 pub mod lab;
 pub mod rogue;
+pub mod runtime;
 pub mod slips;
 pub mod wait;
 pub mod world;

@@ -17,78 +17,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use pigeon::config::RedisConfig;
 use pigeon::io::redis_bridge::{self, BridgeHandle, RedisSettings};
-use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use testkit::lab::{RedisServer, in_loopback_netns};
+use testkit::runtime::TestRuntime;
 use testkit::slips::SlipsSide;
 use testkit::wait::wait_until;
 use testkit::{GOPY, PYGO};
-
-/// A current-thread tokio runtime driven by its own thread (of the test's
-/// namespace), so the bridge keeps running while the test thread blocks on
-/// lab operations (stopping or restarting Redis, sleeping).
-struct TestRuntime {
-    handle: Handle,
-    stop: Option<oneshot::Sender<()>>,
-    driver: Option<thread::JoinHandle<()>>,
-}
-
-impl TestRuntime {
-    fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.handle.block_on(future)
-    }
-
-    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.handle.spawn(future)
-    }
-}
-
-impl Drop for TestRuntime {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(driver) = self.driver.take() {
-            let _ = driver.join();
-        }
-    }
-}
-
-fn runtime() -> TestRuntime {
-    // `PIGEON_TEST_LOG=pigeon=debug` shows the bridge's logs (uncaptured).
-    if let Ok(filter) = std::env::var("PIGEON_TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .try_init();
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let handle = rt.handle().clone();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let driver = thread::spawn(move || {
-        rt.block_on(async {
-            let _ = stopped.await;
-        });
-    });
-    TestRuntime {
-        handle,
-        stop: Some(stop),
-        driver: Some(driver),
-    }
-}
 
 pub(crate) fn settings(address: &str, capacity: usize) -> RedisSettings {
     RedisSettings {
@@ -145,11 +85,8 @@ fn messages_and_keys_flow_both_ways_in_order() {
     in_loopback_netns(|| {
         let server = RedisServer::start(6401);
         let url = server.url();
-        let rt = runtime();
+        let rt = TestRuntime::new();
         let slips = SlipsSide::start_here(&url);
-        wait_until(Duration::from_secs(5), "the gopy subscriber", || {
-            subscribers(&url, GOPY) == 1
-        });
         let (bridge, mut rx) = rt
             .block_on(redis_bridge::start(settings(&url, 100)))
             .unwrap();
@@ -208,11 +145,8 @@ fn survive_outage(port: u16, outage: Duration) {
     in_loopback_netns(move || {
         let mut server = RedisServer::start(port);
         let url = server.url();
-        let rt = runtime();
+        let rt = TestRuntime::new();
         let slips = SlipsSide::start_here(&url);
-        wait_until(Duration::from_secs(5), "the gopy subscriber", || {
-            subscribers(&url, GOPY) == 1
-        });
         let (bridge, mut rx) = rt
             .block_on(redis_bridge::start(settings(&url, 10_000)))
             .unwrap();
@@ -293,7 +227,7 @@ fn full_outbox_drops_the_oldest() {
     in_loopback_netns(|| {
         let server = RedisServer::start(6405);
         let url = server.url();
-        let rt = runtime();
+        let rt = TestRuntime::new();
         // Nobody listens on gopy yet: the bridge holds the messages.
         let (bridge, _rx) = rt
             .block_on(redis_bridge::start(settings(&url, 10)))
@@ -322,7 +256,7 @@ fn localhost_reaches_an_ipv4_only_redis() {
     in_loopback_netns(|| {
         let server = RedisServer::start(6406);
         let url = server.url();
-        let rt = runtime();
+        let rt = TestRuntime::new();
         let (bridge, mut rx) = rt
             .block_on(redis_bridge::start(settings("localhost:6406", 10)))
             .unwrap();
@@ -339,7 +273,7 @@ fn localhost_reaches_an_ipv4_only_redis() {
 #[test]
 fn redis_down_at_start_is_not_fatal() {
     in_loopback_netns(|| {
-        let rt = runtime();
+        let rt = TestRuntime::new();
         let started = Instant::now();
         let (bridge, mut rx) = rt
             .block_on(redis_bridge::start(settings("127.0.0.1:6407", 100)))
@@ -386,7 +320,7 @@ fn passwords_and_auth_files() {
         )
         .unwrap();
         let authed = "redis://:s3cret@127.0.0.1:6408/0".to_owned();
-        let rt = runtime();
+        let rt = TestRuntime::new();
 
         // SLP-006: the password comes from ../redis_auth.conf.
         let dir = tempfile::tempdir().unwrap();

@@ -9,18 +9,14 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
 use pigeon::io::redis_bridge::{self, BridgeHandle};
 use pigeon::io::slips_cache::{GuardStats, RequestGuard};
-use tokio::runtime::Handle;
-use tokio::sync::oneshot;
 
-use crate::redis_bridge::{settings, subscribers, wait_connected};
-use testkit::GOPY;
+use crate::redis_bridge::{settings, wait_connected};
 use testkit::lab::{RedisServer, in_loopback_netns};
+use testkit::runtime::TestRuntime;
 use testkit::slips::SlipsSide;
 use testkit::wait::wait_until;
 
@@ -156,78 +152,10 @@ fn seed(url_db1: &str, cases: &[&Case]) {
     }
 }
 
-/// A current-thread runtime on its own thread, whose tasks log into
-/// `log` (so the test can read what the guard logged).
-struct LoggedRuntime {
-    handle: Handle,
-    stop: Option<oneshot::Sender<()>>,
-    driver: Option<thread::JoinHandle<()>>,
-    log: Arc<Mutex<Vec<u8>>>,
-}
-
-#[derive(Clone)]
-struct LogSink(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LoggedRuntime {
-    fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let handle = rt.handle().clone();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = LogSink(Arc::clone(&log));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let driver = thread::spawn(move || {
-            let subscriber = tracing_subscriber::fmt()
-                .with_ansi(false)
-                .with_max_level(tracing::Level::INFO)
-                .with_writer(move || sink.clone())
-                .finish();
-            tracing::subscriber::with_default(subscriber, || {
-                rt.block_on(async {
-                    let _ = stopped.await;
-                })
-            });
-        });
-        Self {
-            handle,
-            stop: Some(stop),
-            driver: Some(driver),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
-    }
-}
-
-impl Drop for LoggedRuntime {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(driver) = self.driver.take() {
-            let _ = driver.join();
-        }
-    }
-}
-
 /// A Slips-shaped Redis with a bridge, a gopy subscriber and a guard.
 struct Setup {
     _server: RedisServer,
-    rt: LoggedRuntime,
+    rt: TestRuntime,
     slips: SlipsSide,
     bridge: BridgeHandle,
     url: String,
@@ -237,11 +165,8 @@ impl Setup {
     fn start() -> Self {
         let server = RedisServer::start(CACHE_PORT);
         let url = server.url();
-        let rt = LoggedRuntime::new();
+        let rt = TestRuntime::logged();
         let slips = SlipsSide::start_here(&url);
-        wait_until(Duration::from_secs(5), "the gopy subscriber", || {
-            subscribers(&url, GOPY) == 1
-        });
         let (bridge, _rx) = rt
             .handle
             .block_on(redis_bridge::start(settings(&url, 1000)))
