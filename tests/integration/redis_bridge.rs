@@ -87,6 +87,9 @@ fn messages_and_keys_flow_both_ways_in_order() {
         let url = server.url();
         let rt = TestRuntime::new();
         let slips = SlipsSide::start_here(&url);
+        wait_until(Duration::from_secs(5), "the gopy subscriber", || {
+            subscribers(&url, GOPY) == 1
+        });
         let (bridge, mut rx) = rt
             .block_on(redis_bridge::start(settings(&url, 100)))
             .unwrap();
@@ -147,6 +150,9 @@ fn survive_outage(port: u16, outage: Duration) {
         let url = server.url();
         let rt = TestRuntime::new();
         let slips = SlipsSide::start_here(&url);
+        wait_until(Duration::from_secs(5), "the gopy subscriber", || {
+            subscribers(&url, GOPY) == 1
+        });
         let (bridge, mut rx) = rt
             .block_on(redis_bridge::start(settings(&url, 10_000)))
             .unwrap();
