@@ -49,6 +49,16 @@ pub fn repo_root() -> &'static Path {
     testkit.parent().unwrap_or(testkit)
 }
 
+/// Where the Slips 1.1.21 source tree is, which the real-Slips tests run
+/// and the request-guard oracle imports: `PIGEON_SLIPS_TREE`, else
+/// `../shared/slips-1.1.21` next to the repository (scripts/test.sh uses
+/// the same rule). It may not exist: callers skip, saying so.
+pub fn slips_source_tree() -> PathBuf {
+    std::env::var_os("PIGEON_SLIPS_TREE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/slips-1.1.21"))
+}
+
 /// The `pigeon` binary of the build the running test or bench belongs to.
 /// Cargo puts test and bench executables in `<target>/<profile>/deps/` and
 /// the package's binaries, which it builds before running integration tests

@@ -40,10 +40,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use testkit::lab::{Lab, LabChild};
 use testkit::wait::{tail, wait_for};
 
-/// Where the Slips 1.1.21 tree is, relative to the repository root
-/// (`PIGEON_SLIPS_TREE` overrides it).
-const SLIPS_TREE: &str = "../shared/slips-1.1.21";
-
 /// The IP that hosts 2 and 3 have evidence about and host 1 then talks to
 /// (TEST-NET-3, RFC 5737: it only ever appears in logs; the lab's filter
 /// refuses any packet to it).
@@ -90,9 +86,7 @@ struct SlipsEnv {
 
 /// The environment, or `None` after saying loudly why the test skips.
 fn env_or_skip(test: &str) -> Option<SlipsEnv> {
-    let source = std::env::var_os("PIGEON_SLIPS_TREE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(SLIPS_TREE));
+    let source = testkit::slips_source_tree();
     if !source.join("slips.py").is_file() {
         eprintln!(
             "SKIP {test}: no Slips tree at {} (the real-Slips tests need Slips 1.1.21 there)",

@@ -276,9 +276,9 @@ fn unreadable_cache_drops_requests_and_says_so() {
     });
 }
 
-/// `../shared/slips-1.1.21` relative to the repository root.
+/// The Slips 1.1.21 tree (`testkit::slips_source_tree`), if it is there.
 fn slips_tree() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/slips-1.1.21");
+    let root = testkit::slips_source_tree();
     root.join("modules/p2p_trust/utils/utils.py")
         .is_file()
         .then_some(root)
@@ -288,9 +288,9 @@ fn slips_tree() -> Option<PathBuf> {
 fn guard_agrees_with_the_real_slips_code() {
     let Some(tree) = slips_tree() else {
         eprintln!(
-            "SKIPPED guard_agrees_with_the_real_slips_code: the Slips 1.1.21 tree is not at \
-             ../shared/slips-1.1.21 (relative to {})",
-            env!("CARGO_MANIFEST_DIR")
+            "SKIPPED guard_agrees_with_the_real_slips_code: the Slips 1.1.21 tree is not at {} \
+             (set PIGEON_SLIPS_TREE)",
+            testkit::slips_source_tree().display()
         );
         return;
     };

@@ -847,13 +847,23 @@ mod tests {
             "1.2.3.4",
             Some((PyNum::Float(0.8), PyNum::Float(0.9))),
         );
-        let msg = check_gopy(go_data(&report, "1.1.21").as_bytes(), "1.1.21", NOW).unwrap();
+        let msg = check_gopy(
+            go_data(&report, SLIPS_VERSION).as_bytes(),
+            SLIPS_VERSION,
+            NOW,
+        )
+        .unwrap();
         assert_eq!(
             line(&msg),
             "go_data      from 12D3KooWx  report about 1.2.3.4: score 0.8, confidence 0.9"
         );
         let request = build_go_message("request", "1.2.3.4", None);
-        let msg = check_gopy(go_data(&request, "1.1.21").as_bytes(), "1.1.21", NOW).unwrap();
+        let msg = check_gopy(
+            go_data(&request, SLIPS_VERSION).as_bytes(),
+            SLIPS_VERSION,
+            NOW,
+        )
+        .unwrap();
         assert_eq!(
             line(&msg),
             "go_data      from 12D3KooWx  request about 1.2.3.4"
@@ -862,7 +872,7 @@ mod tests {
             "{{\"message_type\":\"peer_update\",\"message_contents\":{{\"peerid\":\"12D3KooWy\",\"ip\":\"10.77.0.2\",\"reliability\":0.5,\"timestamp\":{NOW}}},\"version\":\"1.1.21\"}}"
         );
         assert_eq!(
-            line(&check_gopy(upd.as_bytes(), "1.1.21", NOW).unwrap()),
+            line(&check_gopy(upd.as_bytes(), SLIPS_VERSION, NOW).unwrap()),
             format!("peer_update  12D3KooWy  ip 10.77.0.2  reliability 0.5  timestamp {NOW}")
         );
     }
@@ -872,7 +882,7 @@ mod tests {
     fn refused_messages_name_the_first_broken_rule() {
         let request = build_go_message("request", "1.2.3.4", None);
         let payload = go_data(&request, "1.1.20");
-        let violations = check_gopy(payload.as_bytes(), "1.1.21", NOW).unwrap_err();
+        let violations = check_gopy(payload.as_bytes(), SLIPS_VERSION, NOW).unwrap_err();
         let shown = refusal(&violations, payload.as_bytes());
         assert!(
             shown.starts_with("REFUSED      version_mismatch ("),
