@@ -343,30 +343,16 @@ mod tests {
     /// Slips' own messages come out byte for byte as they went in.
     #[test]
     fn canonical_form_is_slips_own_bytes() {
-        for inner in [
-            python::go_message("request", "1.2.3.4", Evaluation::Absent),
-            python::go_message(
-                "report",
-                "1.2.3.4",
-                Evaluation::ScoreConfidence("0.8", "0.9"),
-            ),
-            python::go_message(
-                "report",
-                "2001:db8::1",
-                Evaluation::ScoreConfidence("1", "0.5"),
-            ),
-            python::go_message(
-                "report",
-                "10.0.0.1",
-                Evaluation::ScoreConfidence("-0.25", "1e-05"),
-            ),
-            python::go_message(
-                "blame",
-                "fe80::1%eth0",
-                Evaluation::ScoreConfidence("0", "1.0"),
-            ),
-            python::go_message("report", "1.2.3.4", Evaluation::Null),
+        use Evaluation::{Absent, Null, ScoreConfidence as Sc};
+        for (kind, key, evaluation) in [
+            ("request", "1.2.3.4", Absent),
+            ("report", "1.2.3.4", Sc("0.8", "0.9")),
+            ("report", "2001:db8::1", Sc("1", "0.5")),
+            ("report", "10.0.0.1", Sc("-0.25", "1e-05")),
+            ("blame", "fe80::1%eth0", Sc("0", "1.0")),
+            ("report", "1.2.3.4", Null),
         ] {
+            let inner = python::go_message(kind, key, evaluation);
             let p = b64(&inner);
             assert_eq!(validate(&p).unwrap().canonical, p, "{inner}");
             assert_eq!(validate(&format!("{p}\n")).unwrap().canonical, p);
