@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use testkit::lab::{LabChild, RedisServer, SlipsTree, in_loopback_netns};
+use testkit::lab::{LabChild, RedisServer, SlipsTree, in_loopback_netns, run_ok};
 use testkit::wait::holds_within;
 
 /// Environment variable that turns [`peerstore_writer_child`] into a
@@ -283,15 +283,10 @@ fn operator_commands_read_real_files() {
     peerstore::save(&list, &file).unwrap();
     let bin = env!("CARGO_BIN_EXE_pigeon");
 
-    let out = Command::new(bin)
-        .args(["peers", "-peerstore-file"])
-        .arg(&list)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(bin)
+            .args(["peers", "-peerstore-file"])
+            .arg(&list),
     );
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(table.starts_with("PEER ID"), "{table}");
@@ -301,12 +296,11 @@ fn operator_commands_read_real_files() {
     assert!(table.contains("10.77.0.1:40000"), "{table}");
     assert!(table.contains("3 peer(s)"), "{table}");
 
-    let out = Command::new(bin)
-        .args(["peers", "-json", "-peerstore-file"])
-        .arg(&list)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let out = run_ok(
+        Command::new(bin)
+            .args(["peers", "-json", "-peerstore-file"])
+            .arg(&list),
+    );
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows.len(), 3);
     // sum/weight 1/2 blended with the 0.5 prior: exactly 0.5.
@@ -325,12 +319,7 @@ fn operator_commands_read_real_files() {
     let identity = pigeon::identity::Identity::from_seed([9; 32]);
     let key = dir.path().join("pigeon.keys");
     std::fs::write(&key, identity.to_protobuf()).unwrap();
-    let out = Command::new(bin)
-        .args(["id", "-key-file"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let out = run_ok(Command::new(bin).args(["id", "-key-file"]).arg(&key));
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
         identity.peer_id()
