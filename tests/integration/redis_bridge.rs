@@ -62,6 +62,32 @@ pub(crate) fn subscribers(url: &str, channel: &str) -> i64 {
     reply.map_or(0, |(_, n)| n)
 }
 
+/// A Redis on `127.0.0.1:port` of the calling thread's namespace, Slips
+/// subscribed to gopy on it, and a bridge (outbox of `capacity`) started
+/// after Slips listens.
+fn slips_and_bridge(
+    port: u16,
+    capacity: usize,
+) -> (
+    RedisServer,
+    TestRuntime,
+    SlipsSide,
+    BridgeHandle,
+    mpsc::Receiver<String>,
+) {
+    let server = RedisServer::start(port);
+    let url = server.url();
+    let rt = TestRuntime::new();
+    let slips = SlipsSide::start_here(&url);
+    wait_until(Duration::from_secs(5), "the gopy subscriber", || {
+        subscribers(&url, GOPY) == 1
+    });
+    let (bridge, rx) = rt
+        .block_on(redis_bridge::start(settings(&url, capacity)))
+        .unwrap();
+    (server, rt, slips, bridge, rx)
+}
+
 /// Receives `count` messages from the bridge's pygo receiver.
 fn receive(rt: &TestRuntime, rx: &mut mpsc::Receiver<String>, count: usize) -> Vec<String> {
     rt.block_on(async {
@@ -83,16 +109,8 @@ pub(crate) fn wait_connected(bridge: &BridgeHandle, limit: Duration) {
 #[test]
 fn messages_and_keys_flow_both_ways_in_order() {
     in_loopback_netns(|| {
-        let server = RedisServer::start(6401);
+        let (server, rt, slips, bridge, mut rx) = slips_and_bridge(6401, 100);
         let url = server.url();
-        let rt = TestRuntime::new();
-        let slips = SlipsSide::start_here(&url);
-        wait_until(Duration::from_secs(5), "the gopy subscriber", || {
-            subscribers(&url, GOPY) == 1
-        });
-        let (bridge, mut rx) = rt
-            .block_on(redis_bridge::start(settings(&url, 100)))
-            .unwrap();
         bridge.set("multiAddress".into(), "/ip4/10.0.0.1/tcp/4001/p2p/x".into());
         // Slips reads multiAddress once, ~2 s after starting the pigeon.
         wait_until(Duration::from_secs(2), "multiAddress", || {
@@ -146,16 +164,8 @@ fn messages_and_keys_flow_both_ways_in_order() {
 /// in order, pygo must work again, and `multiAddress` must be back.
 fn survive_outage(port: u16, outage: Duration) {
     in_loopback_netns(move || {
-        let mut server = RedisServer::start(port);
+        let (mut server, rt, slips, bridge, mut rx) = slips_and_bridge(port, 10_000);
         let url = server.url();
-        let rt = TestRuntime::new();
-        let slips = SlipsSide::start_here(&url);
-        wait_until(Duration::from_secs(5), "the gopy subscriber", || {
-            subscribers(&url, GOPY) == 1
-        });
-        let (bridge, mut rx) = rt
-            .block_on(redis_bridge::start(settings(&url, 10_000)))
-            .unwrap();
         bridge.set("multiAddress".into(), "addr".into());
         wait_connected(&bridge, Duration::from_secs(2));
 
