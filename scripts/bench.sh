@@ -24,7 +24,6 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-LABS=(bench_lat bench_fan bench_conv bench_rss bench_idle)
 QUICK=0 WAIT_QUIET=0 PURE=1 LAB=1
 
 usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -72,11 +71,16 @@ if [ "$LAB" -eq 1 ]; then
             exit 2
         }
     done
-    # Whatever happens, none of our labs survives us.
+    # Whatever happens, none of our labs survives us. The bench names its
+    # labs pg<pid>_<n> (testkit::lab::Lab): one whose process is gone is a
+    # leftover; labs of live processes (a test run) are left alone.
     cleanup() {
-        local lab
-        for lab in "${LABS[@]}"; do
-            "$ROOT/scripts/lab.sh" down "$lab" >/dev/null 2>&1 || true
+        local ns lab
+        for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
+            lab=${ns%-*}
+            if [[ "$lab" =~ ^pg([0-9]+)_[0-9]+$ ]] && [ ! -e "/proc/${BASH_REMATCH[1]}" ]; then
+                "$ROOT/scripts/lab.sh" down "$lab" >/dev/null 2>&1 || true
+            fi
         done
     }
     trap cleanup EXIT

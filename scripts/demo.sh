@@ -139,8 +139,9 @@ trap 'exit 143' TERM
 heading "Preparing"
 install_missing
 find_cargo
-say "building pigeon and pigeon-slips (cargo build --release --bins)"
-(cd "$ROOT" && cargo build --release --bins --quiet)
+say "building pigeon and pigeon-slips (cargo build --release --workspace --bins)"
+# pigeon-slips is a binary of the dev-only testkit crate (testkit/)
+(cd "$ROOT" && cargo build --release --workspace --bins --quiet)
 BIN=$ROOT/target/release/pigeon
 PS=$ROOT/target/release/pigeon-slips
 [ -x "$BIN" ] && [ -x "$PS" ] || die "build produced no binaries"

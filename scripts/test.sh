@@ -372,8 +372,8 @@ case "${1:-all}" in
             step "real-Slips environment (scripts/slips-env.sh)" real_slips_env
         fi
         step "cargo fmt --check" cargo fmt --all -- --check
-        step "cargo clippy --all-targets -- -D warnings" \
-            cargo clippy --locked --all-targets -- -D warnings
+        step "cargo clippy --workspace --all-targets -- -D warnings" \
+            cargo clippy --locked --workspace --all-targets -- -D warnings
         # the fuzz targets (a crate of its own) must keep compiling against
         # the library; checked without libFuzzer, so neither cargo-fuzz, a
         # nightly toolchain nor a C++ compiler is needed. If pigeon's

@@ -6,7 +6,7 @@
 //! `docs/SLIPS.md` and the contract reference.
 
 pub mod payload;
-pub mod python;
+pub(crate) mod python;
 pub mod request_guard;
 
 use serde::{Deserialize, Serialize};

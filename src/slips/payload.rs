@@ -325,7 +325,7 @@ mod tests {
             "fe80::1%",
             long.as_str(),
         ] {
-            let p = b64(&python::build_go_message("request", key, None));
+            let p = b64(&python::go_message("request", key, Evaluation::Absent));
             assert_eq!(validate(&p), Err(PayloadError::BadKey), "{key:?}");
         }
         let longest = format!("fe80::1%{}", "a".repeat(MAX_ZONE_LEN));
@@ -335,7 +335,7 @@ mod tests {
             "fe80::1%br-lan.10_x",
             longest.as_str(),
         ] {
-            let p = b64(&python::build_go_message("request", key, None));
+            let p = b64(&python::go_message("request", key, Evaluation::Absent));
             assert_eq!(validate(&p).unwrap().key, key);
         }
     }
@@ -343,14 +343,16 @@ mod tests {
     /// Slips' own messages come out byte for byte as they went in.
     #[test]
     fn canonical_form_is_slips_own_bytes() {
-        for inner in [
-            python::build_go_message("request", "1.2.3.4", None),
-            python::build_go_message("report", "1.2.3.4", Some(("0.8", "0.9"))),
-            python::build_go_message("report", "2001:db8::1", Some(("1", "0.5"))),
-            python::build_go_message("report", "10.0.0.1", Some(("-0.25", "1e-05"))),
-            python::build_go_message("blame", "fe80::1%eth0", Some(("0", "1.0"))),
-            python::go_message("report", "1.2.3.4", Evaluation::Null),
+        use Evaluation::{Absent, Null, ScoreConfidence as Sc};
+        for (kind, key, evaluation) in [
+            ("request", "1.2.3.4", Absent),
+            ("report", "1.2.3.4", Sc("0.8", "0.9")),
+            ("report", "2001:db8::1", Sc("1", "0.5")),
+            ("report", "10.0.0.1", Sc("-0.25", "1e-05")),
+            ("blame", "fe80::1%eth0", Sc("0", "1.0")),
+            ("report", "1.2.3.4", Null),
         ] {
+            let inner = python::go_message(kind, key, evaluation);
             let p = b64(&inner);
             assert_eq!(validate(&p).unwrap().canonical, p, "{inner}");
             assert_eq!(validate(&format!("{p}\n")).unwrap().canonical, p);
@@ -367,10 +369,10 @@ mod tests {
         let v = validate(&sent).unwrap();
         assert_eq!(
             v.canonical,
-            b64(&python::build_go_message(
+            b64(&python::go_message(
                 "blame",
                 "1.2.3.4",
-                Some(("0.8", "0.9"))
+                Evaluation::ScoreConfidence("0.8", "0.9")
             ))
         );
         let request_with_evaluation = b64(
@@ -378,7 +380,7 @@ mod tests {
         );
         assert_eq!(
             validate(&request_with_evaluation).unwrap().canonical,
-            b64(&python::build_go_message("request", "::1", None))
+            b64(&python::go_message("request", "::1", Evaluation::Absent))
         );
         // Python writes what json.loads made of the number.
         let odd_numbers = b64(
@@ -386,10 +388,10 @@ mod tests {
         );
         assert_eq!(
             validate(&odd_numbers).unwrap().canonical,
-            b64(&python::build_go_message(
+            b64(&python::go_message(
                 "report",
                 "1.2.3.4",
-                Some(("0.5", "1.0"))
+                Evaluation::ScoreConfidence("0.5", "1.0")
             ))
         );
     }

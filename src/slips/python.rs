@@ -1,8 +1,12 @@
-//! Slips' side of the pygo channel, byte for byte: Python's `json.dumps`
-//! formatting of the scrolls Slips publishes. Used by the `pigeon-slips`
-//! stand-in and by the tests, so both send exactly what Slips sends.
-
-use base64::Engine as _;
+//! Python's `json.dumps` formatting, byte for byte: pigeon re-encodes
+//! every payload it hands Slips with it (`payload::ValidPayload::
+//! canonical`), exactly as Slips' own `json.dumps` writes it.
+//!
+//! Not part of the crate's API. The dev-only `testkit` crate compiles this
+//! same file (`#[path]`) for the builders of Slips' messages that the tests,
+//! the bench and `pigeon-slips` use, so the formatting exists once; there
+//! its items are public, hence `pub` here in a crate-private module.
+#![allow(unreachable_pub)]
 
 /// Python's `repr(float)`: shortest round-trip digits, exponent form below
 /// 1e-4 and from 1e16 on, and always a `.0` on integral values.
@@ -78,22 +82,9 @@ pub enum Evaluation<'a> {
     ScoreConfidence(&'a str, &'a str),
 }
 
-/// Slips' `build_go_message`: keys in this order, `", "` and `": "`
-/// separators. `evaluation` is `(score, confidence)` already rendered;
-/// `None` is the request form (no `evaluation` key).
-pub fn build_go_message(message_type: &str, ip: &str, evaluation: Option<(&str, &str)>) -> String {
-    go_message(
-        message_type,
-        ip,
-        match evaluation {
-            Some((score, confidence)) => Evaluation::ScoreConfidence(score, confidence),
-            None => Evaluation::Absent,
-        },
-    )
-}
-
-/// [`build_go_message`] with every form of `evaluation`, as
-/// `json.dumps(build_go_message(…))` writes it.
+/// Slips' `build_go_message` with every form of `evaluation`, as
+/// `json.dumps(build_go_message(…))` writes it: keys in this order, `", "`
+/// and `": "` separators, scores and confidences already rendered.
 pub fn go_message(message_type: &str, ip: &str, evaluation: Evaluation<'_>) -> String {
     let mut text = format!(
         "{{\"message_type\": {}, \"key_type\": \"ip\", \"key\": {}, \"evaluation_type\": \"score_confidence\"",
@@ -109,24 +100,4 @@ pub fn go_message(message_type: &str, ip: &str, evaluation: Evaluation<'_>) -> S
     }
     text.push('}');
     text
-}
-
-/// The scroll Slips publishes on pygo: `{"message": "<b64>", "recipient":
-/// "*", "version": "1.1.21"}`.
-pub fn scroll(inner: &str, recipient: &str, version: &str) -> String {
-    pygo_scroll(
-        &base64::engine::general_purpose::STANDARD.encode(inner.as_bytes()),
-        recipient,
-        version,
-    )
-}
-
-/// The scroll around an already encoded `message`.
-pub fn pygo_scroll(message_b64: &str, recipient: &str, version: &str) -> String {
-    format!(
-        "{{\"message\": {}, \"recipient\": {}, \"version\": {}}}",
-        dumps_str(message_b64),
-        dumps_str(recipient),
-        dumps_str(version)
-    )
 }

@@ -25,9 +25,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::lab::{Lab, LabChild, SlipsTree};
-use crate::rogue::{GROUP, NET, RoguePigeon, now_ms, padded_announce, udp_socket};
-use crate::slips_checks::{self, GopyMsg};
 use base64::Engine as _;
 use base64::prelude::BASE64_STANDARD;
 use ed25519_dalek::{Signer, SigningKey};
@@ -41,13 +38,15 @@ use std::collections::{BTreeSet, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
+use testkit::SLIPS_VERSION as VERSION;
+use testkit::lab::{Lab, LabChild, SlipsTree};
+use testkit::rogue::{GROUP, NET, RoguePigeon, now_ms, padded_announce, udp_socket};
+use testkit::slips::{self as slips_checks, GopyMsg, SlipsSide};
+use testkit::wait::{tail, wait_until};
+use testkit::world::MultiAddr;
 
-const VERSION: &str = "1.1.21";
-const PYGO: &str = "p2p_pygo";
-const GOPY: &str = "p2p_gopy";
 /// Unicast ports of the victims (Slips passes one per run).
 const PORTS: [u16; 2] = [40101, 40102];
 /// Requests per latency sample, and their spacing: Slips itself sends far
@@ -64,142 +63,6 @@ const SYBIL_FIRST_ADDR: u8 = 100;
 /// Length of the framed signature after `M`: `,"sig":"` + 88 + `"}`.
 const SIG_SUFFIX: usize = 98;
 
-pub(crate) fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
-// ------------------------------------------------------------------ Slips side
-
-/// What a host's Slips sees: every gopy message with its arrival time, and
-/// a connection to publish on pygo and read keys.
-/// gopy messages with their arrival times, shared with the subscriber.
-pub(crate) type Inbox = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
-
-pub(crate) struct SlipsSide {
-    received: Inbox,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-    con: redis::Connection,
-}
-
-impl SlipsSide {
-    /// Subscribes to gopy in host `i`'s Redis (before the pigeon starts, as
-    /// Slips does).
-    pub(crate) fn start(lab: &Lab, i: usize) -> Self {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (out, halt) = (Arc::clone(&received), Arc::clone(&stop));
-        let url = lab.redis_url(i);
-        let (thread, con) = lab.run_in(i, move || {
-            let client = redis::Client::open(url.as_str()).unwrap();
-            let con = client
-                .get_connection_with_timeout(Duration::from_secs(2))
-                .unwrap();
-            let mut sub = client
-                .get_connection_with_timeout(Duration::from_secs(2))
-                .unwrap();
-            let (ready_tx, ready_rx) = mpsc::channel();
-            let thread = thread::spawn(move || {
-                let mut ps = sub.as_pubsub();
-                ps.subscribe(GOPY).unwrap();
-                ps.set_read_timeout(Some(Duration::from_millis(50)))
-                    .unwrap();
-                ready_tx.send(()).unwrap();
-                while !halt.load(Ordering::Relaxed) {
-                    match ps.get_message() {
-                        Ok(m) => out
-                            .lock()
-                            .unwrap()
-                            .push((Instant::now(), m.get_payload_bytes().to_vec())),
-                        Err(e) if e.is_timeout() => {}
-                        Err(e) => panic!("gopy subscriber of host {i}: {e}"),
-                    }
-                }
-            });
-            ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-            (thread, con)
-        });
-        Self {
-            received,
-            stop,
-            thread: Some(thread),
-            con,
-        }
-    }
-
-    pub(crate) fn publish(&mut self, scroll: &str) -> i64 {
-        redis::cmd("PUBLISH")
-            .arg(PYGO)
-            .arg(scroll)
-            .query(&mut self.con)
-            .unwrap()
-    }
-
-    fn get(&mut self, key: &str) -> Option<String> {
-        redis::cmd("GET").arg(key).query(&mut self.con).unwrap()
-    }
-
-    fn pygo_subscribers(&mut self) -> i64 {
-        let (_, n): (String, i64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(PYGO)
-            .query(&mut self.con)
-            .unwrap();
-        n
-    }
-
-    pub(crate) fn messages(&self) -> Vec<(Instant, Vec<u8>)> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// Arrival time of the first `go_data` whose message is `b64`.
-    pub(crate) fn go_data_arrival(&self, b64: &str) -> Option<Instant> {
-        self.go_data_arrival_from(b64, 0)
-    }
-
-    /// [`Self::go_data_arrival`] among the messages from index `from` on.
-    fn go_data_arrival_from(&self, b64: &str, from: usize) -> Option<Instant> {
-        let needle = format!("\"message\":\"{b64}\"");
-        let received = self.received.lock().unwrap();
-        received
-            .get(from..)
-            .unwrap_or_default()
-            .iter()
-            .find(|(_, p)| p.windows(needle.len()).any(|w| w == needle.as_bytes()))
-            .map(|(t, _)| *t)
-    }
-
-    fn len(&self) -> usize {
-        self.received.lock().unwrap().len()
-    }
-
-    fn count_go_data(&self, b64: &str) -> usize {
-        let needle = format!("\"message\":\"{b64}\"");
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, p)| p.windows(needle.len()).any(|w| w == needle.as_bytes()))
-            .count()
-    }
-}
-
-impl Drop for SlipsSide {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// A pigeon under attack, with its Slips side.
 pub(crate) struct Victim {
     pub(crate) host: usize,
@@ -213,19 +76,16 @@ pub(crate) struct Victim {
 impl Victim {
     pub(crate) fn start(lab: &Lab, host: usize, port: u16) -> Self {
         let tree = SlipsTree::new();
-        let mut slips = SlipsSide::start(lab, host);
+        let slips = SlipsSide::start(lab, host);
         let pigeon = tree.spawn_in_lab(lab, host, port).unwrap();
         let mut multiaddr = None;
         wait_until(Duration::from_secs(10), "multiAddress", || {
             multiaddr = slips.get("multiAddress");
             multiaddr.is_some()
         });
-        // "/ip4/10.77.0.1/udp/40101/p2p/12D3KooW..."
         let multiaddr = multiaddr.unwrap();
-        let parts: Vec<&str> = multiaddr.split('/').collect();
-        assert_eq!(parts.len(), 7, "{multiaddr}");
-        let unicast = SocketAddrV4::new(parts[2].parse().unwrap(), parts[4].parse().unwrap());
-        assert_eq!(*unicast.ip(), lab.host_ip(host));
+        let addr = MultiAddr::parse(&multiaddr).unwrap_or_else(|| panic!("{multiaddr}"));
+        assert_eq!(addr.ip, lab.host_ip(host));
         wait_until(
             Duration::from_secs(10),
             "the pigeon's pygo subscription",
@@ -236,8 +96,8 @@ impl Victim {
             tree,
             pigeon,
             slips,
-            peer_id: parts[6].to_owned(),
-            unicast,
+            peer_id: addr.peer_id,
+            unicast: SocketAddrV4::new(addr.ip, addr.port),
         }
     }
 
@@ -253,24 +113,8 @@ impl Victim {
 
     /// The latest peer_update about `peer` its Slips received.
     pub(crate) fn last_update(&self, peer: &str) -> Option<(Option<String>, Option<f64>)> {
-        let now = slips_checks::now_unix();
-        self.slips.messages().iter().rev().find_map(|(_, p)| {
-            match slips_checks::check_gopy(p, VERSION, now + 1) {
-                Ok(GopyMsg::PeerUpdate {
-                    peerid,
-                    ip,
-                    reliability,
-                    ..
-                }) if peerid == peer => Some((ip, reliability)),
-                _ => None,
-            }
-        })
+        self.slips.last_peer_update(peer)
     }
-}
-
-pub(crate) fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Drop reasons named in a pigeon log (`reason=...` fields of drop lines).

@@ -2,556 +2,31 @@
 //! starts it (a [`SlipsTree`] per host, Slips' argv, cwd and stdout), in
 //! the hosts of a simulated LAN ([`Lab`]), each host with its own Redis.
 //!
-//! The "Slips side" of every host is played by the redis crate's plain
-//! synchronous client, created inside the host's network namespace: a
-//! subscriber on `p2p_gopy` that reconnects by itself (like redis-py), and
-//! `PUBLISH`es on `p2p_pygo` of the exact scrolls Slips sends
-//! ([`slips_checks::pygo_scroll`] and friends). Every gopy message any test
-//! receives is checked with [`slips_checks::check_gopy`] at receipt, and
-//! each test ends by asserting that all of them passed.
-//!
-//! The pigeon's Redis bridge publishes only while someone listens on
-//! `p2p_gopy`, so every Slips side subscribes before its pigeon starts.
-//!
-//! Waits are bounded polls; a failed wait panics with the relevant tails of
-//! every pigeon's `p2p.log` (its stdout) and stderr. The few fixed waits
-//! are for "nothing else arrives" checks, which cannot be polled.
+//! The lab, the Slips side of every host and the waits are
+//! `testkit::world`: every gopy message any test receives is checked with
+//! `testkit::slips::check_gopy` at receipt, and each test ends by asserting
+//! that all of them passed. The few fixed waits are for "nothing else
+//! arrives" checks, which cannot be polled.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fmt::Write as _;
 use std::fs;
-use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::lab::{self, LAB_REDIS_PORT, Lab, LabChild, SLIPS_VERSION, SlipsTree};
-use crate::slips_checks::{
-    GopyMsg, Violation, check_gopy, now_unix, pygo_scroll, report_b64, report_scroll, request_b64,
-    request_scroll,
+use testkit::lab::{self, LAB_REDIS_PORT};
+use testkit::slips::{pygo_scroll, report_b64, report_scroll, request_b64, request_scroll};
+use testkit::wait::{tail, today_utc, wait_for};
+use testkit::world::{
+    DELIVERY_LIMIT, DISCOVERY_LIMIT, EXIT_LIMIT, MULTIADDR_LIMIT, MultiAddr, World,
 };
+use testkit::{PYGO, SLIPS_VERSION};
 
-pub(crate) const PYGO: &str = "p2p_pygo";
-pub(crate) const GOPY: &str = "p2p_gopy";
-/// The Slips side's Redis (DB 0 of the host's lab Redis).
-const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
-
-/// Slips reads `multiAddress` once, about 2 s after starting the pigeon.
-const MULTIADDR_LIMIT: Duration = Duration::from_secs(2);
-/// Discovery of every peer by every pigeon: a few announcements.
-pub(crate) const DISCOVERY_LIMIT: Duration = Duration::from_secs(10);
-/// A message through pygo → LAN → gopy.
-pub(crate) const DELIVERY_LIMIT: Duration = Duration::from_secs(5);
 /// "Nothing else arrives" is checked for this long.
 const QUIET: Duration = Duration::from_secs(1);
-/// A pigeon's shutdown (the goodbye, saving the peer list) must fit in it.
-pub(crate) const EXIT_LIMIT: Duration = Duration::from_secs(2);
-
-// ------------------------------------------------------------------ helpers
-
-/// Polls `check` every 20 ms until it returns `Some` or `limit` passes;
-/// then panics with `what` and the diagnostics `diag` produces.
-pub(crate) fn wait_for<T>(
-    limit: Duration,
-    what: &str,
-    diag: impl Fn() -> String,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        if start.elapsed() >= limit {
-            panic!("timed out after {limit:?} waiting for {what}\n{}", diag());
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The last `n` lines of `text`.
-pub(crate) fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// A synchronous Redis command, from the calling thread's namespace.
-fn redis_cmd<T: redis::FromRedisValue>(cmd: &redis::Cmd) -> redis::RedisResult<T> {
-    let client = redis::Client::open(REDIS_URL)?;
-    let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
-    cmd.query(&mut con)
-}
-
-/// `/ip4/<ip>/udp/<port>/p2p/<peer id>`, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct MultiAddr {
-    pub(crate) ip: Ipv4Addr,
-    pub(crate) port: u16,
-    pub(crate) peer_id: String,
-}
-
-impl MultiAddr {
-    fn parse(s: &str) -> Option<MultiAddr> {
-        let parts: Vec<&str> = s.split('/').collect();
-        match parts.as_slice() {
-            ["", "ip4", ip, "udp", port, "p2p", id] if !id.is_empty() => Some(MultiAddr {
-                ip: ip.parse().ok()?,
-                port: port.parse().ok()?,
-                peer_id: (*id).to_owned(),
-            }),
-            _ => None,
-        }
-    }
-}
-
-/// Today's UTC date as `YYYY-MM-DD` (civil-from-days, H. Hinnant), the
-/// suffix of today's log file.
-fn today_utc() -> String {
-    let z = now_unix().div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-// ------------------------------------------------------------------ Slips side
-
-/// One payload received on `p2p_gopy`, checked at receipt.
-#[derive(Debug, Clone)]
-struct Received {
-    raw: Vec<u8>,
-    checked: Result<GopyMsg, Vec<Violation>>,
-}
-
-/// Slips' subscriber on `p2p_gopy` of one host: a thread of that host's
-/// namespace that (re)connects and (re)subscribes by itself and keeps
-/// every payload, in order.
-pub(crate) struct SlipsSide {
-    received: Arc<Mutex<Vec<Received>>>,
-    /// Successful SUBSCRIBEs so far (2 after one Redis restart).
-    sessions: Arc<AtomicUsize>,
-    last_error: Arc<Mutex<Option<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl SlipsSide {
-    /// Starts the subscriber in host `i` (returns at once).
-    pub(crate) fn start(lab: &Lab, i: usize) -> SlipsSide {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let sessions = Arc::new(AtomicUsize::new(0));
-        let last_error = Arc::new(Mutex::new(None));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (out, count, err, halt) = (
-            Arc::clone(&received),
-            Arc::clone(&sessions),
-            Arc::clone(&last_error),
-            Arc::clone(&stop),
-        );
-        // A thread spawned from inside the host's namespace stays there,
-        // so its reconnections are made in the host too.
-        let handle = lab.run_in(i, move || {
-            thread::Builder::new()
-                .name(format!("slips-h{i}"))
-                .spawn(move || subscriber_loop(&out, &count, &err, &halt))
-                .expect("cannot spawn the Slips subscriber")
-        });
-        SlipsSide {
-            received,
-            sessions,
-            last_error,
-            stop,
-            thread: Some(handle),
-        }
-    }
-
-    fn all(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-
-    fn len(&self) -> usize {
-        self.received.lock().unwrap().len()
-    }
-
-    /// `(reporter, message)` of every valid go_data, in order.
-    pub(crate) fn go_data(&self) -> Vec<(String, String)> {
-        self.go_data_since(0)
-    }
-
-    /// [`Self::go_data`] among the messages received from index `from` on.
-    pub(crate) fn go_data_since(&self, from: usize) -> Vec<(String, String)> {
-        self.all()
-            .into_iter()
-            .skip(from)
-            .filter_map(|r| match r.checked {
-                Ok(GopyMsg::GoData {
-                    reporter, message, ..
-                }) => Some((reporter, message)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Whether a valid peer_update from index `from` on names `peer_id`
-    /// with address `ip`.
-    fn has_peer_update(&self, from: usize, peer_id: &str, ip: Ipv4Addr) -> bool {
-        self.all().into_iter().skip(from).any(|r| {
-            matches!(r.checked, Ok(GopyMsg::PeerUpdate { peerid, ip: Some(got), .. })
-                if peerid == peer_id && got == ip.to_string())
-        })
-    }
-
-    fn summary(&self) -> String {
-        let all = self.all();
-        let mut s = format!(
-            "{} gopy message(s), {} subscription(s), last error {:?}",
-            all.len(),
-            self.sessions.load(Ordering::Relaxed),
-            self.last_error.lock().unwrap()
-        );
-        for r in all.iter().rev().take(8).rev() {
-            let _ = write!(s, "\n    {}", String::from_utf8_lossy(&r.raw));
-        }
-        s
-    }
-}
-
-impl Drop for SlipsSide {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn subscriber_loop(
-    out: &Mutex<Vec<Received>>,
-    sessions: &AtomicUsize,
-    last_error: &Mutex<Option<String>>,
-    halt: &AtomicBool,
-) {
-    while !halt.load(Ordering::Relaxed) {
-        let session = || -> redis::RedisResult<()> {
-            let client = redis::Client::open(REDIS_URL)?;
-            let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
-            let mut pubsub = con.as_pubsub();
-            pubsub.subscribe(GOPY)?;
-            pubsub.set_read_timeout(Some(Duration::from_millis(100)))?;
-            sessions.fetch_add(1, Ordering::Relaxed);
-            while !halt.load(Ordering::Relaxed) {
-                match pubsub.get_message() {
-                    Ok(msg) => {
-                        let raw: Vec<u8> = msg.get_payload()?;
-                        // Slips' clock at receipt decides what is "future".
-                        let checked = check_gopy(&raw, SLIPS_VERSION, now_unix());
-                        out.lock().unwrap().push(Received { raw, checked });
-                    }
-                    Err(e) if e.is_timeout() => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(())
-        };
-        if let Err(e) = session() {
-            *last_error.lock().unwrap() = Some(e.to_string());
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-// ------------------------------------------------------------------ the world
-
-/// One lab host: its Slips tree, its Slips side and its pigeon.
-pub(crate) struct Host {
-    pub(crate) i: usize,
-    pub(crate) ip: Ipv4Addr,
-    /// Slips' `-port` for this host.
-    pub(crate) port: u16,
-    pub(crate) tree: SlipsTree,
-    pub(crate) slips: SlipsSide,
-    pub(crate) pigeon: Option<LabChild>,
-    /// The pigeon's multiaddress once known.
-    pub(crate) addr: Option<MultiAddr>,
-}
-
-impl Host {
-    pub(crate) fn peer_id(&self) -> &str {
-        &self
-            .addr
-            .as_ref()
-            .unwrap_or_else(|| panic!("host {} has no known peer id", self.i))
-            .peer_id
-    }
-
-    pub(crate) fn key_file(&self) -> PathBuf {
-        self.tree.runtime_dir().join("pigeon.keys")
-    }
-
-    pub(crate) fn log(&self) -> String {
-        self.tree.read_log()
-    }
-}
-
-/// A lab with one Slips tree, Slips side and (optional) pigeon per host.
-/// Field order matters: pigeons and subscribers go before the lab.
-pub(crate) struct World {
-    pub(crate) hosts: Vec<Host>,
-    pub(crate) lab: Lab,
-}
-
-impl World {
-    /// A lab of `n` hosts, each with a Slips side already subscribed to
-    /// `p2p_gopy`; no pigeon runs yet.
-    pub(crate) fn up(n: usize) -> World {
-        let lab = Lab::up(n);
-        let hosts = (1..=n)
-            .map(|i| Host {
-                i,
-                ip: lab.host_ip(i),
-                // Slips picks a free port in 32768..65534 per run.
-                port: 40_000 + u16::try_from(i).unwrap(),
-                tree: SlipsTree::new(),
-                slips: SlipsSide::start(&lab, i),
-                pigeon: None,
-                addr: None,
-            })
-            .collect();
-        let world = World { hosts, lab };
-        for i in 1..=n {
-            world.wait_subscribers(i, GOPY, 1);
-        }
-        world
-    }
-
-    pub(crate) fn h(&self, i: usize) -> &Host {
-        &self.hosts[i - 1]
-    }
-
-    pub(crate) fn h_mut(&mut self, i: usize) -> &mut Host {
-        &mut self.hosts[i - 1]
-    }
-
-    /// Tails of every pigeon's logs and every Slips side's messages.
-    pub(crate) fn diag(&self) -> String {
-        let mut s = String::new();
-        for h in &self.hosts {
-            let _ = writeln!(
-                s,
-                "===== host {} ({}), pigeon pid {:?}, {:?}",
-                h.i,
-                h.ip,
-                h.pigeon.as_ref().map(LabChild::pid),
-                h.addr.as_ref().map(|a| &a.peer_id)
-            );
-            let _ = writeln!(
-                s,
-                "--- p2p.log (stdout), last lines:\n{}",
-                tail(&h.log(), 25)
-            );
-            let _ = writeln!(s, "--- stderr:\n{}", tail(&h.tree.read_stderr(), 10));
-            let _ = writeln!(s, "--- Slips side: {}", h.slips.summary());
-        }
-        s
-    }
-
-    /// Polls `check` (see [`wait_for`]); an invalid gopy message fails
-    /// the wait at once, naming the message.
-    pub(crate) fn wait<T>(
-        &self,
-        limit: Duration,
-        what: &str,
-        mut check: impl FnMut() -> Option<T>,
-    ) -> T {
-        wait_for(
-            limit,
-            what,
-            || self.diag(),
-            || {
-                self.assert_all_valid();
-                check()
-            },
-        )
-    }
-
-    /// A Redis command from host `i`'s Slips side.
-    pub(crate) fn redis<T: redis::FromRedisValue + Send>(&self, i: usize, cmd: &redis::Cmd) -> T {
-        self.lab
-            .run_in(i, || redis_cmd(cmd))
-            .unwrap_or_else(|e| panic!("redis {cmd:?} in host {i}: {e}\n{}", self.diag()))
-    }
-
-    /// Publishes `payload` on `p2p_pygo` of host `i`, as Slips does;
-    /// returns the number of receivers.
-    pub(crate) fn publish(&self, i: usize, payload: &str) -> i64 {
-        self.redis(i, redis::cmd("PUBLISH").arg(PYGO).arg(payload))
-    }
-
-    /// [`Self::publish`] to a running pigeon, which must receive it.
-    pub(crate) fn publish_to_pigeon(&self, i: usize, payload: &str) {
-        let n = self.publish(i, payload);
-        assert_eq!(
-            n,
-            1,
-            "nobody got {payload} on {PYGO} of host {i}\n{}",
-            self.diag()
-        );
-    }
-
-    pub(crate) fn get(&self, i: usize, key: &str) -> Option<String> {
-        self.redis(i, redis::cmd("GET").arg(key))
-    }
-
-    pub(crate) fn subscribers(&self, i: usize, channel: &str) -> i64 {
-        let (_, n): (String, i64) = self.redis(i, redis::cmd("PUBSUB").arg("NUMSUB").arg(channel));
-        n
-    }
-
-    pub(crate) fn wait_subscribers(&self, i: usize, channel: &str, n: i64) {
-        self.wait(
-            Duration::from_secs(5),
-            &format!("{n} subscriber(s) on {channel} in host {i}"),
-            || (self.subscribers(i, channel) == n).then_some(()),
-        );
-    }
-
-    /// Starts host `i`'s pigeon as Slips does (with `extra` arguments),
-    /// then waits until `multiAddress` is set (within 2 s of the spawn,
-    /// as Slips expects) and the pigeon listens on `p2p_pygo`.
-    pub(crate) fn start_with(&mut self, i: usize, extra: &[&str]) -> MultiAddr {
-        let _: i64 = self.redis(i, redis::cmd("DEL").arg("multiAddress"));
-        let h = self.h(i);
-        let spawned = Instant::now();
-        let child = h
-            .tree
-            .spawn_in_lab_with(&self.lab, i, h.port, extra)
-            .unwrap_or_else(|e| panic!("cannot start the pigeon in host {i}: {e}"));
-        self.h_mut(i).pigeon = Some(child);
-        let value = self.wait(
-            MULTIADDR_LIMIT,
-            &format!("multiAddress in host {i}"),
-            || self.get(i, "multiAddress"),
-        );
-        let elapsed = spawned.elapsed();
-        let addr = MultiAddr::parse(&value).unwrap_or_else(|| {
-            panic!(
-                "multiAddress {value:?} is not /ip4/IP/udp/PORT/p2p/ID\n{}",
-                self.diag()
-            )
-        });
-        assert_eq!(addr.ip, self.h(i).ip, "multiAddress {value}");
-        assert!(
-            addr.peer_id.starts_with("12D3KooW"),
-            "peer id of an ed25519 key: {value}"
-        );
-        assert!(elapsed <= MULTIADDR_LIMIT, "multiAddress after {elapsed:?}");
-        self.wait_subscribers(i, PYGO, 1);
-        self.h_mut(i).addr = Some(addr.clone());
-        addr
-    }
-
-    pub(crate) fn start(&mut self, i: usize) -> MultiAddr {
-        let addr = self.start_with(i, &[]);
-        assert_eq!(addr.port, self.h(i).port, "the -port Slips gave");
-        addr
-    }
-
-    /// Waits until every Slips side in `hosts` got a peer_update, with the
-    /// right address, for every other host in `hosts`.
-    pub(crate) fn wait_discovery(&self, hosts: &[usize]) {
-        for &a in hosts {
-            for &b in hosts.iter().filter(|&&b| b != a) {
-                let (id, ip) = (self.h(b).peer_id().to_owned(), self.h(b).ip);
-                self.wait(
-                    DISCOVERY_LIMIT,
-                    &format!("a peer_update about host {b} ({id}, {ip}) at host {a}"),
-                    || self.h(a).slips.has_peer_update(0, &id, ip).then_some(()),
-                );
-            }
-        }
-    }
-
-    /// Waits until host `i`'s Slips side got a go_data from `reporter`
-    /// with exactly `message` among the messages from index `from` on.
-    pub(crate) fn wait_go_data(&self, i: usize, from: usize, reporter: &str, message: &str) {
-        let want = (reporter.to_owned(), message.to_owned());
-        self.wait(
-            DELIVERY_LIMIT,
-            &format!("go_data from {reporter} with message {message} at host {i}"),
-            || {
-                self.h(i)
-                    .slips
-                    .go_data_since(from)
-                    .contains(&want)
-                    .then_some(())
-            },
-        );
-    }
-
-    /// Waits for a line containing every one of `needles` in host `i`'s
-    /// p2p.log (stdout), after byte `from`.
-    pub(crate) fn wait_log(&self, i: usize, from: usize, needles: &[&str], limit: Duration) {
-        self.wait(
-            limit,
-            &format!("a line with {needles:?} in the p2p.log of host {i}"),
-            || {
-                let log = self.h(i).log();
-                log.get(from..)
-                    .unwrap_or("")
-                    .lines()
-                    .any(|l| needles.iter().all(|n| l.contains(n)))
-                    .then_some(())
-            },
-        );
-    }
-
-    /// Waits up to `limit` for host `i`'s pigeon to exit.
-    pub(crate) fn wait_exit(&mut self, i: usize, limit: Duration) -> ExitStatus {
-        let status = self
-            .h_mut(i)
-            .pigeon
-            .as_mut()
-            .expect("no pigeon started")
-            .wait_timeout(limit);
-        status.unwrap_or_else(|| {
-            panic!(
-                "the pigeon of host {i} still runs {limit:?} later\n{}",
-                self.diag()
-            )
-        })
-    }
-
-    pub(crate) fn pigeon(&mut self, i: usize) -> &mut LabChild {
-        self.h_mut(i).pigeon.as_mut().expect("no pigeon started")
-    }
-
-    /// Every gopy message every Slips side received passed
-    /// [`check_gopy`].
-    pub(crate) fn assert_all_valid(&self) {
-        for h in &self.hosts {
-            for r in h.slips.all() {
-                if let Err(v) = &r.checked {
-                    panic!(
-                        "host {}: invalid gopy message {}: {v:?}\n{}",
-                        h.i,
-                        String::from_utf8_lossy(&r.raw),
-                        self.diag()
-                    );
-                }
-            }
-        }
-    }
-}
 
 // ------------------------------------------------------------------ tests
 
@@ -577,22 +52,22 @@ fn three_pigeons_discover_relay_and_answer() {
     w.wait_go_data(3, 0, &ids[0], &request);
 
     // Slips of host 2 answers host 1 only.
-    let before3 = w.h(3).slips.go_data().len();
+    let before3 = w.h(3).slips.go_data_pairs().len();
     let report = report_b64("198.51.100.7", 0.8, 0.9);
     let scroll = report_scroll("198.51.100.7", 0.8, 0.9, &ids[0], SLIPS_VERSION);
     w.publish_to_pigeon(2, &scroll);
     w.wait_go_data(1, 0, &ids[1], &report);
     thread::sleep(QUIET);
-    let at3 = w.h(3).slips.go_data();
+    let at3 = w.h(3).slips.go_data_pairs();
     assert_eq!(
         at3.len(),
         before3,
         "host 3 got the directed answer: {at3:?}"
     );
     // Nobody hears itself, and each message arrived once.
-    assert_eq!(w.h(1).slips.go_data(), vec![(ids[1].clone(), report)]);
+    assert_eq!(w.h(1).slips.go_data_pairs(), vec![(ids[1].clone(), report)]);
     assert_eq!(
-        w.h(2).slips.go_data(),
+        w.h(2).slips.go_data_pairs(),
         vec![(ids[0].clone(), request.clone())]
     );
     assert_eq!(at3, vec![(ids[0].clone(), request)]);
@@ -748,7 +223,7 @@ fn other_slips_version_is_ignored() {
     w.publish_to_pigeon(1, &pygo_scroll(&ours, "*", SLIPS_VERSION));
     w.wait_go_data(2, 0, &id1, &ours);
     thread::sleep(QUIET);
-    assert_eq!(w.h(2).slips.go_data(), vec![(id1, ours)]);
+    assert_eq!(w.h(2).slips.go_data_pairs(), vec![(id1, ours)]);
     w.wait_log(
         1,
         log1_len,
@@ -929,7 +404,7 @@ fn redis_restart_during_traffic_loses_nothing() {
     w.wait_discovery(&[1, 2]);
     let id1 = w.h(1).peer_id().to_owned();
     let from = w.h(2).slips.len();
-    let sessions = w.h(2).slips.sessions.load(Ordering::Relaxed);
+    let sessions = w.h(2).slips.sessions();
 
     // Reports, not requests: a request that arrives while Slips' cache (the
     // same Redis) is down is dropped by the request guard, on purpose
@@ -953,7 +428,7 @@ fn redis_restart_during_traffic_loses_nothing() {
         sender.join().unwrap();
     });
     w.wait(DELIVERY_LIMIT, "host 2's Slips side to resubscribe", || {
-        (w.h(2).slips.sessions.load(Ordering::Relaxed) > sessions).then_some(())
+        (w.h(2).slips.sessions() > sessions).then_some(())
     });
     // The pigeon did see the outage (else this test proves nothing).
     w.wait_log(2, 0, &["Redis connection lost"], QUIET);
@@ -962,7 +437,12 @@ fn redis_restart_during_traffic_loses_nothing() {
         (w.h(2).slips.go_data_since(from).len() >= want.len()).then_some(())
     });
     thread::sleep(QUIET); // duplicates would show up now
-    assert_eq!(w.h(2).slips.go_data_since(from), want, "\n{}", w.diag());
+    assert_eq!(
+        w.h(2).slips.go_data_pairs_since(from),
+        want,
+        "\n{}",
+        w.diag()
+    );
     // The bridge re-applies multiAddress to the restarted (empty) Redis.
     let addr2 = w.h(2).addr.clone().unwrap();
     w.wait(DELIVERY_LIMIT, "multiAddress again in host 2", || {

@@ -2,7 +2,6 @@
 //! SIGKILL during writes, a corrupt list is moved aside, and a full or
 //! read-only disk is reported and retried.
 
-use crate::lab::{LabChild, RedisServer, SlipsTree, in_loopback_netns};
 use base64::Engine as _;
 use base64::prelude::BASE64_STANDARD;
 use nix::sys::signal::{Signal, kill};
@@ -12,6 +11,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::lab::{LabChild, RedisServer, SlipsTree, in_loopback_netns, run_ok};
+use testkit::wait::holds_within;
 
 /// Environment variable that turns [`peerstore_writer_child`] into a
 /// writer loop (the test re-executes its own binary).
@@ -135,16 +136,9 @@ fn peer_list_survives_sigkill_during_writes() {
     assert_eq!(list_files, 1);
 }
 
-/// Waits for `pred` over the pigeon's p2p.log, bounded.
+/// Whether the pigeon's p2p.log says `what` within `timeout`.
 fn wait_log(tree: &SlipsTree, what: &str, timeout: Duration) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if tree.read_log().contains(what) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+    holds_within(timeout, || tree.read_log().contains(what))
 }
 
 fn stop(child: &mut LabChild) -> Option<std::process::ExitStatus> {
@@ -242,8 +236,8 @@ fn full_disk_is_reported_and_retried() {
         cmd.args(["-m", "--propagation", "private", "sh", "-c", &script])
             .current_dir(tree.runtime_dir())
             .stdin(Stdio::null())
-            .stdout(crate::lab::append(&tree.log_path()).unwrap())
-            .stderr(crate::lab::append(&tree.stderr_path()).unwrap());
+            .stdout(testkit::lab::append(&tree.log_path()).unwrap())
+            .stderr(testkit::lab::append(&tree.stderr_path()).unwrap());
         let child = cmd.spawn().unwrap();
         let mut child = LabChild::new(child, "pigeon (full disk)".to_owned());
         assert!(
@@ -262,7 +256,7 @@ fn full_disk_is_reported_and_retried() {
             .status()
             .unwrap();
         assert!(status.success());
-        let saved = wait_until(Duration::from_secs(12), || {
+        let saved = holds_within(Duration::from_secs(12), || {
             let out = Command::new("nsenter")
                 .args(["-t", &pid.to_string(), "-m", "cat"])
                 .arg(full.join("peers.json"))
@@ -277,17 +271,6 @@ fn full_disk_is_reported_and_retried() {
     });
 }
 
-fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if pred() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
@@ -300,15 +283,10 @@ fn operator_commands_read_real_files() {
     peerstore::save(&list, &file).unwrap();
     let bin = env!("CARGO_BIN_EXE_pigeon");
 
-    let out = Command::new(bin)
-        .args(["peers", "-peerstore-file"])
-        .arg(&list)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(bin)
+            .args(["peers", "-peerstore-file"])
+            .arg(&list),
     );
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(table.starts_with("PEER ID"), "{table}");
@@ -318,12 +296,11 @@ fn operator_commands_read_real_files() {
     assert!(table.contains("10.77.0.1:40000"), "{table}");
     assert!(table.contains("3 peer(s)"), "{table}");
 
-    let out = Command::new(bin)
-        .args(["peers", "-json", "-peerstore-file"])
-        .arg(&list)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let out = run_ok(
+        Command::new(bin)
+            .args(["peers", "-json", "-peerstore-file"])
+            .arg(&list),
+    );
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows.len(), 3);
     // sum/weight 1/2 blended with the 0.5 prior: exactly 0.5.
@@ -342,12 +319,7 @@ fn operator_commands_read_real_files() {
     let identity = pigeon::identity::Identity::from_seed([9; 32]);
     let key = dir.path().join("pigeon.keys");
     std::fs::write(&key, identity.to_protobuf()).unwrap();
-    let out = Command::new(bin)
-        .args(["id", "-key-file"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let out = run_ok(Command::new(bin).args(["id", "-key-file"]).arg(&key));
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
         identity.peer_id()

@@ -5,7 +5,7 @@
 //! started as Slips starts it. The "Slips side" of each host is a
 //! subscriber on `p2p_gopy` (created inside the host's namespace) that
 //! timestamps every message at receipt and checks it with
-//! [`check_gopy`], and a Redis connection that `PUBLISH`es Slips' exact
+//! `testkit::slips::check_gopy`, and a Redis connection that `PUBLISH`es Slips' exact
 //! scrolls on `p2p_pygo`.
 //!
 //! Loss is independent per receiver: `lab.sh link-loss` on every host makes
@@ -29,18 +29,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::lab::{Lab, LabChild, SLIPS_VERSION, SlipsTree};
-use crate::slips_checks::{GopyMsg, check_gopy, now_unix, pygo_scroll, report_b64};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use testkit::lab::{Lab, LabChild, SlipsTree};
+use testkit::slips::{GoData as Got, SlipsSide, pygo_scroll, report_b64};
+use testkit::{GOPY, PYGO, SLIPS_VERSION};
 
-const PYGO: &str = "p2p_pygo";
-const GOPY: &str = "p2p_gopy";
 /// The Slips side's Redis, inside each host.
 const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 /// One sender, three receivers.
@@ -75,140 +72,6 @@ const DISCOVERY_LIMIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_secs(1);
 /// A pigeon's shutdown must fit in this.
 const EXIT_LIMIT: Duration = Duration::from_secs(5);
-
-// ------------------------------------------------------------------ Slips side
-
-/// A go_data as Slips received it.
-#[derive(Debug, Clone)]
-struct Got {
-    reporter: String,
-    message: String,
-    at: Instant,
-}
-
-/// Everything one host's Slips side received.
-#[derive(Debug, Default)]
-struct Inbox {
-    go_data: Vec<Got>,
-    /// Peer ids named by valid peer_updates.
-    peer_updates: Vec<String>,
-    /// Messages that failed `check_gopy`, with the reasons.
-    invalid: Vec<String>,
-    sessions: usize,
-    last_error: Option<String>,
-}
-
-/// A subscriber on `p2p_gopy` running in one host's namespace; it
-/// reconnects by itself (like redis-py).
-struct SlipsSide {
-    inbox: Arc<Mutex<Inbox>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl SlipsSide {
-    fn start(lab: &Lab, i: usize) -> SlipsSide {
-        let inbox = Arc::new(Mutex::new(Inbox::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (out, halt) = (Arc::clone(&inbox), Arc::clone(&stop));
-        // Spawned from inside the host: the thread and its reconnections
-        // stay in the host's namespace.
-        let handle = lab.run_in(i, move || {
-            thread::Builder::new()
-                .name(format!("loss-slips-h{i}"))
-                .spawn(move || subscriber_loop(&out, &halt))
-                .expect("cannot spawn the Slips subscriber")
-        });
-        SlipsSide {
-            inbox,
-            stop,
-            thread: Some(handle),
-        }
-    }
-
-    fn go_data(&self) -> Vec<Got> {
-        self.inbox.lock().unwrap().go_data.clone()
-    }
-
-    fn knows(&self, peer_id: &str) -> bool {
-        self.inbox
-            .lock()
-            .unwrap()
-            .peer_updates
-            .iter()
-            .any(|p| p == peer_id)
-    }
-
-    fn invalid(&self) -> Vec<String> {
-        self.inbox.lock().unwrap().invalid.clone()
-    }
-
-    fn summary(&self) -> String {
-        let inbox = self.inbox.lock().unwrap();
-        format!(
-            "{} go_data, {} peer_update, {} invalid, {} subscription(s), last error {:?}",
-            inbox.go_data.len(),
-            inbox.peer_updates.len(),
-            inbox.invalid.len(),
-            inbox.sessions,
-            inbox.last_error
-        )
-    }
-}
-
-impl Drop for SlipsSide {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn subscriber_loop(inbox: &Mutex<Inbox>, halt: &AtomicBool) {
-    while !halt.load(Ordering::Relaxed) {
-        let session = || -> redis::RedisResult<()> {
-            let client = redis::Client::open(REDIS_URL)?;
-            let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
-            let mut pubsub = con.as_pubsub();
-            pubsub.subscribe(GOPY)?;
-            pubsub.set_read_timeout(Some(Duration::from_millis(100)))?;
-            inbox.lock().unwrap().sessions += 1;
-            while !halt.load(Ordering::Relaxed) {
-                match pubsub.get_message() {
-                    Ok(msg) => {
-                        let at = Instant::now();
-                        let raw: Vec<u8> = msg.get_payload()?;
-                        let checked = check_gopy(&raw, SLIPS_VERSION, now_unix());
-                        let mut inbox = inbox.lock().unwrap();
-                        match checked {
-                            Ok(GopyMsg::GoData {
-                                reporter, message, ..
-                            }) => inbox.go_data.push(Got {
-                                reporter,
-                                message,
-                                at,
-                            }),
-                            Ok(GopyMsg::PeerUpdate { peerid, .. }) => {
-                                inbox.peer_updates.push(peerid);
-                            }
-                            Err(v) => inbox
-                                .invalid
-                                .push(format!("{}: {v:?}", String::from_utf8_lossy(&raw))),
-                        }
-                    }
-                    Err(e) if e.is_timeout() => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(())
-        };
-        if let Err(e) = session() {
-            inbox.lock().unwrap().last_error = Some(e.to_string());
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
 
 // ------------------------------------------------------------------ the LAN
 
@@ -453,16 +316,7 @@ impl Net {
     }
 
     fn nft(&self, i: usize, script: &str) -> String {
-        let out = self
-            .lab
-            .exec(i, Command::new("nft").arg(script))
-            .unwrap_or_else(|e| panic!("cannot run nft in host {i}: {e}"));
-        assert!(
-            out.status.success(),
-            "nft {script:?} in host {i}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.lab.nft(i, script)
     }
 
     fn install_meter(&self, i: usize) {

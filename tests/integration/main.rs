@@ -1,7 +1,10 @@
 //! The one integration-test binary (hickory-dns style).
 //!
 //! Everything that uses sockets runs inside private network namespaces
-//! created by `scripts/lab.sh` (see `lab.rs`), never in the root namespace.
+//! created by `scripts/lab.sh`, never in the root namespace. The harness
+//! (the lab, Slips' side of Redis, the checker of what Slips accepts, the
+//! rogue pigeon) is the dev-only crate `testkit/`; the modules here are
+//! scenarios.
 
 mod attacks;
 mod e2e;
@@ -12,6 +15,5 @@ mod operator;
 mod real_slips;
 mod redis_bridge;
 mod request_guard;
-mod rogue;
 mod slips_checks;
 mod spoofing;

@@ -3,15 +3,12 @@
 //! failure when no pigeon runs, and the Prometheus endpoint scraped over
 //! HTTP inside a lab host.
 //!
-//! Uses the e2e [`World`] (a Slips tree, a Slips-side subscriber and a
+//! Uses `testkit::world::World` (a Slips tree, a Slips-side subscriber and a
 //! pigeon per lab host). `pigeon status` runs inside the lab host too
 //! (`Lab::exec`), although a Unix socket is no network socket.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::e2e::{DISCOVERY_LIMIT, EXIT_LIMIT, World, tail};
-use crate::lab::{Lab, SLIPS_VERSION};
-use crate::slips_checks::{report_scroll, request_scroll};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read as _, Write as _};
@@ -19,6 +16,11 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Output};
 use std::time::Duration;
+use testkit::SLIPS_VERSION;
+use testkit::lab::Lab;
+use testkit::slips::{report_scroll, request_scroll};
+use testkit::wait::tail;
+use testkit::world::{DISCOVERY_LIMIT, EXIT_LIMIT, World};
 
 /// Where host 1's pigeon serves its metrics (inside host 1 only).
 const METRICS: &str = "127.0.0.1:9464";
@@ -188,7 +190,7 @@ fn control_socket_guards_the_runtime_directory() {
     let h = w.h(1);
     let mut second = h
         .tree
-        .command(h.ip, h.port + 100, crate::lab::LAB_REDIS_PORT, &[])
+        .command(h.ip, h.port + 100, testkit::lab::LAB_REDIS_PORT, &[])
         .unwrap();
     let out = w.lab.exec(1, &mut second).unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -26,7 +26,6 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use crate::lab::{Lab, LabChild};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -38,10 +37,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// Where the Slips 1.1.21 tree is, relative to the repository root
-/// (`PIGEON_SLIPS_TREE` overrides it).
-const SLIPS_TREE: &str = "../shared/slips-1.1.21";
+use testkit::lab::{Lab, LabChild};
+use testkit::wait::{tail, wait_for};
 
 /// The IP that hosts 2 and 3 have evidence about and host 1 then talks to
 /// (TEST-NET-3, RFC 5737: it only ever appears in logs; the lab's filter
@@ -89,9 +86,7 @@ struct SlipsEnv {
 
 /// The environment, or `None` after saying loudly why the test skips.
 fn env_or_skip(test: &str) -> Option<SlipsEnv> {
-    let source = std::env::var_os("PIGEON_SLIPS_TREE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(SLIPS_TREE));
+    let source = testkit::slips_source_tree();
     if !source.join("slips.py").is_file() {
         eprintln!(
             "SKIP {test}: no Slips tree at {} (the real-Slips tests need Slips 1.1.21 there)",
@@ -138,30 +133,15 @@ fn now_secs() -> f64 {
         .as_secs_f64()
 }
 
+/// `testkit::lab::run_ok`'s stdout, as text.
 fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&testkit::lab::run_ok(cmd).stdout).into_owned()
 }
 
 fn read(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// One lab host running the real Slips.
@@ -275,7 +255,7 @@ impl<'a> SlipsHost<'a> {
             "history": "ShADadFf", "orig_pkts": 6, "orig_ip_bytes": 440,
             "resp_pkts": 5, "resp_ip_bytes": 1160,
         });
-        let mut f = crate::lab::append(&self.root().join("zeek/conn.log")).expect("conn.log");
+        let mut f = testkit::lab::append(&self.root().join("zeek/conn.log")).expect("conn.log");
         // one write: Slips reads the growing file line by line and drops a
         // line it catches half-written
         f.write_all(format!("{line}\n").as_bytes())
@@ -288,7 +268,7 @@ impl<'a> SlipsHost<'a> {
     /// ignored, and Slips could then not be stopped with Ctrl-C).
     fn start(&mut self) {
         let root = self.root().to_path_buf();
-        let console = crate::lab::append(&root.join("console.log")).expect("console.log");
+        let console = testkit::lab::append(&root.join("console.log")).expect("console.log");
         let path = format!(
             "{}:{}",
             self.env.bin.display(),
@@ -512,25 +492,19 @@ impl<'a> SlipsHost<'a> {
     }
 }
 
-/// Polls `cond` every 200 ms until it holds; panics after `timeout` with
-/// `what` and every host's logs.
+/// Polls `cond` until it holds; panics after `timeout` with `what` and
+/// every host's logs.
 fn wait_until(
     what: &str,
     timeout: Duration,
     hosts: &[SlipsHost<'_>],
     mut cond: impl FnMut() -> bool,
 ) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        if Instant::now() >= deadline {
-            let diag: Vec<String> = hosts.iter().map(SlipsHost::diagnostics).collect();
-            panic!(
-                "timed out after {timeout:?} waiting for: {what}\n{}",
-                diag.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let diag = || {
+        let diag: Vec<String> = hosts.iter().map(SlipsHost::diagnostics).collect();
+        diag.join("\n")
+    };
+    wait_for(timeout, what, diag, || cond().then_some(()));
 }
 
 /// `p2p_reports.log` lines "Peer report about IP ... from peer: ID".

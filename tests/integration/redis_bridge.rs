@@ -1,10 +1,10 @@
 //! The Redis bridge against a real redis-server, each test inside its own
-//! loopback-only network namespace (see `lab.rs`).
+//! loopback-only network namespace (`testkit::lab::in_loopback_netns`).
 //!
 //! The "Slips side" is played by the redis crate's plain clients: a
-//! multiplexed connection publishing on `p2p_pygo`, and a synchronous
-//! RESP2 subscriber on `p2p_gopy` that reconnects on its own (like
-//! redis-py), on a thread of the test's namespace.
+//! connection publishing on `p2p_pygo`, and `testkit::slips::SlipsSide`'s
+//! subscriber on `p2p_gopy` that reconnects on its own (like redis-py), on
+//! a thread of the test's namespace.
 //!
 //! Outages are deterministic because the bridge delivers a message only
 //! when `PUBLISH` reports a receiver: whatever the order in which the
@@ -17,81 +17,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use pigeon::config::RedisConfig;
 use pigeon::io::redis_bridge::{self, BridgeHandle, RedisSettings};
-use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use crate::lab::{RedisServer, in_loopback_netns};
-
-const PYGO: &str = "p2p_pygo";
-pub(crate) const GOPY: &str = "p2p_gopy";
-
-/// A current-thread tokio runtime driven by its own thread (of the test's
-/// namespace), so the bridge keeps running while the test thread blocks on
-/// lab operations (stopping or restarting Redis, sleeping).
-struct TestRuntime {
-    handle: Handle,
-    stop: Option<oneshot::Sender<()>>,
-    driver: Option<thread::JoinHandle<()>>,
-}
-
-impl TestRuntime {
-    fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.handle.block_on(future)
-    }
-
-    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.handle.spawn(future)
-    }
-}
-
-impl Drop for TestRuntime {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(driver) = self.driver.take() {
-            let _ = driver.join();
-        }
-    }
-}
-
-fn runtime() -> TestRuntime {
-    // `PIGEON_TEST_LOG=pigeon=debug` shows the bridge's logs (uncaptured).
-    if let Ok(filter) = std::env::var("PIGEON_TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .try_init();
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let handle = rt.handle().clone();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let driver = thread::spawn(move || {
-        rt.block_on(async {
-            let _ = stopped.await;
-        });
-    });
-    TestRuntime {
-        handle,
-        stop: Some(stop),
-        driver: Some(driver),
-    }
-}
+use testkit::lab::{RedisServer, in_loopback_netns};
+use testkit::runtime::TestRuntime;
+use testkit::slips::SlipsSide;
+use testkit::wait::wait_until;
+use testkit::{GOPY, PYGO};
 
 pub(crate) fn settings(address: &str, capacity: usize) -> RedisSettings {
     RedisSettings {
@@ -100,18 +38,6 @@ pub(crate) fn settings(address: &str, capacity: usize) -> RedisSettings {
         channel_pygo: PYGO.to_owned(),
         channel_gopy: GOPY.to_owned(),
         outbox_capacity: NonZeroUsize::new(capacity).expect("a capacity of at least 1"),
-    }
-}
-
-/// Polls `check` every 20 ms until it holds or `limit` passes.
-pub(crate) fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -137,58 +63,29 @@ pub(crate) fn subscribers(url: &str, channel: &str) -> i64 {
     reply.map_or(0, |(_, n)| n)
 }
 
-/// Slips' subscriber on gopy: reconnects and resubscribes by itself, and
-/// keeps every message it received, in order.
-pub(crate) struct Collector {
-    received: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Collector {
-    pub(crate) fn start(url: &str) -> Self {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (url, out, halt) = (url.to_owned(), Arc::clone(&received), Arc::clone(&stop));
-        thread::spawn(move || {
-            while !halt.load(Ordering::Relaxed) {
-                let session = || -> redis::RedisResult<()> {
-                    let client = redis::Client::open(url.as_str())?;
-                    let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
-                    let mut pubsub = con.as_pubsub();
-                    pubsub.subscribe(GOPY)?;
-                    pubsub.set_read_timeout(Some(Duration::from_millis(500)))?;
-                    while !halt.load(Ordering::Relaxed) {
-                        match pubsub.get_message() {
-                            Ok(msg) => out.lock().unwrap().push(msg.get_payload::<String>()?),
-                            Err(e) if e.is_timeout() => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    Ok(())
-                };
-                let _ = session();
-                thread::sleep(Duration::from_millis(20));
-            }
-        });
-        Self { received, stop }
-    }
-
-    pub(crate) fn messages(&self) -> Vec<String> {
-        self.received.lock().unwrap().clone()
-    }
-
-    pub(crate) fn wait_for(&self, count: usize, limit: Duration) -> Vec<String> {
-        wait_until(limit, &format!("{count} messages on gopy"), || {
-            self.received.lock().unwrap().len() >= count
-        });
-        self.messages()
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+/// A Redis on `127.0.0.1:port` of the calling thread's namespace, Slips
+/// subscribed to gopy on it, and a bridge (outbox of `capacity`) started
+/// after Slips listens.
+fn slips_and_bridge(
+    port: u16,
+    capacity: usize,
+) -> (
+    RedisServer,
+    TestRuntime,
+    SlipsSide,
+    BridgeHandle,
+    mpsc::Receiver<String>,
+) {
+    let server = RedisServer::start(port);
+    let url = server.url();
+    let rt = TestRuntime::new();
+    let slips = SlipsSide::start_here(&url);
+    wait_until(Duration::from_secs(5), "the gopy subscriber", || {
+        subscribers(&url, GOPY) == 1
+    });
+    let (bridge, rx) = rt
+        .block_on(redis_bridge::start(settings(&url, capacity)));
+    (server, rt, slips, bridge, rx)
 }
 
 /// Receives `count` messages from the bridge's pygo receiver.
@@ -212,14 +109,8 @@ pub(crate) fn wait_connected(bridge: &BridgeHandle, limit: Duration) {
 #[test]
 fn messages_and_keys_flow_both_ways_in_order() {
     in_loopback_netns(|| {
-        let server = RedisServer::start(6401);
+        let (server, rt, slips, bridge, mut rx) = slips_and_bridge(6401, 100);
         let url = server.url();
-        let rt = runtime();
-        let slips = Collector::start(&url);
-        wait_until(Duration::from_secs(5), "the gopy subscriber", || {
-            subscribers(&url, GOPY) == 1
-        });
-        let (bridge, mut rx) = rt.block_on(redis_bridge::start(settings(&url, 100)));
         bridge.set("multiAddress".into(), "/ip4/10.0.0.1/tcp/4001/p2p/x".into());
         // Slips reads multiAddress once, ~2 s after starting the pigeon.
         wait_until(Duration::from_secs(2), "multiAddress", || {
@@ -238,7 +129,7 @@ fn messages_and_keys_flow_both_ways_in_order() {
         }
         assert!(rt.block_on(bridge.flush(Duration::from_secs(5))));
         let expected: Vec<String> = (0..50).map(|i| format!("gopy-{i}")).collect();
-        assert_eq!(slips.wait_for(50, Duration::from_secs(5)), expected);
+        assert_eq!(slips.wait_texts(50, Duration::from_secs(5)), expected);
 
         // Not UTF-8: dropped and counted; the next message still arrives.
         assert_eq!(slips_publish(&url, &b"\xff\xfe"[..]), 1);
@@ -264,7 +155,7 @@ fn messages_and_keys_flow_both_ways_in_order() {
         assert_eq!(stats.outbox_len, 0);
         assert!(stats.connected);
         assert_eq!(stats.last_error, None);
-        assert_eq!(slips.messages().len(), 50);
+        assert_eq!(slips.texts().len(), 50);
     });
 }
 
@@ -273,14 +164,8 @@ fn messages_and_keys_flow_both_ways_in_order() {
 /// in order, pygo must work again, and `multiAddress` must be back.
 fn survive_outage(port: u16, outage: Duration) {
     in_loopback_netns(move || {
-        let mut server = RedisServer::start(port);
+        let (mut server, rt, slips, bridge, mut rx) = slips_and_bridge(port, 10_000);
         let url = server.url();
-        let rt = runtime();
-        let slips = Collector::start(&url);
-        wait_until(Duration::from_secs(5), "the gopy subscriber", || {
-            subscribers(&url, GOPY) == 1
-        });
-        let (bridge, mut rx) = rt.block_on(redis_bridge::start(settings(&url, 10_000)));
         bridge.set("multiAddress".into(), "addr".into());
         wait_connected(&bridge, Duration::from_secs(2));
 
@@ -320,7 +205,7 @@ fn survive_outage(port: u16, outage: Duration) {
         rt.block_on(producer).unwrap();
         assert!(rt.block_on(bridge.flush(Duration::from_secs(20))));
         let expected: Vec<String> = (0..total).map(|i| format!("m{i:05}")).collect();
-        let got = slips.wait_for(total, Duration::from_secs(10));
+        let got = slips.wait_texts(total, Duration::from_secs(10));
         assert_eq!(got, expected, "lost, duplicated or reordered messages");
 
         let stats = bridge.stats();
@@ -329,7 +214,7 @@ fn survive_outage(port: u16, outage: Duration) {
         assert_eq!(stats.dropped_outbox, 0);
         assert_eq!(stats.published, u64::try_from(total).unwrap());
         thread::sleep(Duration::from_millis(300));
-        assert_eq!(slips.messages().len(), total, "late duplicates");
+        assert_eq!(slips.texts().len(), total, "late duplicates");
     });
 }
 
@@ -359,7 +244,7 @@ fn full_outbox_drops_the_oldest() {
     in_loopback_netns(|| {
         let server = RedisServer::start(6405);
         let url = server.url();
-        let rt = runtime();
+        let rt = TestRuntime::new();
         // Nobody listens on gopy yet: the bridge holds the messages.
         let (bridge, _rx) = rt.block_on(redis_bridge::start(settings(&url, 10)));
         wait_connected(&bridge, Duration::from_secs(2));
@@ -372,10 +257,10 @@ fn full_outbox_drops_the_oldest() {
         assert!(!rt.block_on(bridge.flush(Duration::from_millis(300))));
         assert_eq!(bridge.stats().published, 0);
 
-        let slips = Collector::start(&url);
+        let slips = SlipsSide::start_here(&url);
         assert!(rt.block_on(bridge.flush(Duration::from_secs(5))));
         let expected: Vec<String> = (15..25).map(|i| format!("m{i}")).collect();
-        assert_eq!(slips.wait_for(10, Duration::from_secs(5)), expected);
+        assert_eq!(slips.wait_texts(10, Duration::from_secs(5)), expected);
         let stats = bridge.stats();
         assert_eq!((stats.published, stats.dropped_outbox), (10, 15));
     });
@@ -386,8 +271,10 @@ fn localhost_reaches_an_ipv4_only_redis() {
     in_loopback_netns(|| {
         let server = RedisServer::start(6406);
         let url = server.url();
-        let rt = runtime();
-        let (bridge, mut rx) = rt.block_on(redis_bridge::start(settings("localhost:6406", 10)));
+        let rt = TestRuntime::new();
+        let (bridge, mut rx) = rt
+            .block_on(redis_bridge::start(settings("localhost:6406", 10)))
+            .unwrap();
         bridge.set("multiAddress".into(), "via localhost".into());
         wait_until(Duration::from_secs(2), "multiAddress", || {
             slips_get(&url, "multiAddress").as_deref() == Some("via localhost")
@@ -401,7 +288,7 @@ fn localhost_reaches_an_ipv4_only_redis() {
 #[test]
 fn redis_down_at_start_is_not_fatal() {
     in_loopback_netns(|| {
-        let rt = runtime();
+        let rt = TestRuntime::new();
         let started = Instant::now();
         let (bridge, mut rx) = rt.block_on(redis_bridge::start(settings("127.0.0.1:6407", 100)));
         assert!(started.elapsed() < Duration::from_millis(500));
@@ -418,14 +305,14 @@ fn redis_down_at_start_is_not_fatal() {
         let server = RedisServer::start(6407);
         let url = server.url();
         let up = Instant::now();
-        let slips = Collector::start(&url);
+        let slips = SlipsSide::start_here(&url);
         wait_until(Duration::from_secs(2), "multiAddress", || {
             slips_get(&url, "multiAddress").as_deref() == Some("late")
         });
         assert!(up.elapsed() < Duration::from_secs(2));
         assert!(rt.block_on(bridge.flush(Duration::from_secs(5))));
         let expected: Vec<String> = (0..5).map(|i| format!("early-{i}")).collect();
-        assert_eq!(slips.wait_for(5, Duration::from_secs(5)), expected);
+        assert_eq!(slips.wait_texts(5, Duration::from_secs(5)), expected);
         assert_eq!(slips_publish(&url, "ping"), 1);
         assert_eq!(receive(&rt, &mut rx, 1), ["ping"]);
         assert_eq!(bridge.stats().reconnects, 0);
@@ -446,7 +333,7 @@ fn passwords_and_auth_files() {
         )
         .unwrap();
         let authed = "redis://:s3cret@127.0.0.1:6408/0".to_owned();
-        let rt = runtime();
+        let rt = TestRuntime::new();
 
         // Newer Slips keep the password in permanent/redis_auth.conf, which
         // is ../redis_auth.conf from pigeon's working directory.

@@ -9,17 +9,16 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
 use pigeon::io::redis_bridge::{self, BridgeHandle};
 use pigeon::io::slips_cache::{GuardStats, RequestGuard};
-use tokio::runtime::Handle;
-use tokio::sync::oneshot;
 
-use crate::lab::{RedisServer, in_loopback_netns};
-use crate::redis_bridge::{Collector, GOPY, settings, subscribers, wait_connected, wait_until};
+use crate::redis_bridge::{settings, wait_connected};
+use testkit::lab::{RedisServer, in_loopback_netns};
+use testkit::runtime::TestRuntime;
+use testkit::slips::SlipsSide;
+use testkit::wait::wait_until;
 
 /// Slips' cache port (fixed in Slips 1.1.21).
 const CACHE_PORT: u16 = 6379;
@@ -153,79 +152,11 @@ fn seed(url_db1: &str, cases: &[&Case]) {
     }
 }
 
-/// A current-thread runtime on its own thread, whose tasks log into
-/// `log` (so the test can read what the guard logged).
-struct LoggedRuntime {
-    handle: Handle,
-    stop: Option<oneshot::Sender<()>>,
-    driver: Option<thread::JoinHandle<()>>,
-    log: Arc<Mutex<Vec<u8>>>,
-}
-
-#[derive(Clone)]
-struct LogSink(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LoggedRuntime {
-    fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let handle = rt.handle().clone();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = LogSink(Arc::clone(&log));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let driver = thread::spawn(move || {
-            let subscriber = tracing_subscriber::fmt()
-                .with_ansi(false)
-                .with_max_level(tracing::Level::INFO)
-                .with_writer(move || sink.clone())
-                .finish();
-            tracing::subscriber::with_default(subscriber, || {
-                rt.block_on(async {
-                    let _ = stopped.await;
-                })
-            });
-        });
-        Self {
-            handle,
-            stop: Some(stop),
-            driver: Some(driver),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
-    }
-}
-
-impl Drop for LoggedRuntime {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(driver) = self.driver.take() {
-            let _ = driver.join();
-        }
-    }
-}
-
 /// A Slips-shaped Redis with a bridge, a gopy subscriber and a guard.
 struct Setup {
     _server: RedisServer,
-    rt: LoggedRuntime,
-    slips: Collector,
+    rt: TestRuntime,
+    slips: SlipsSide,
     bridge: BridgeHandle,
     url: String,
 }
@@ -234,11 +165,8 @@ impl Setup {
     fn start() -> Self {
         let server = RedisServer::start(CACHE_PORT);
         let url = server.url();
-        let rt = LoggedRuntime::new();
-        let slips = Collector::start(&url);
-        wait_until(Duration::from_secs(5), "the gopy subscriber", || {
-            subscribers(&url, GOPY) == 1
-        });
+        let rt = TestRuntime::logged();
+        let slips = SlipsSide::start_here(&url);
         let (bridge, _rx) = rt
             .handle
             .block_on(redis_bridge::start(settings(&url, 1000)));
@@ -273,10 +201,10 @@ impl Setup {
             .unwrap();
         guard.submit(ip_of(sentinel), "sentinel".to_owned());
         wait_until(Duration::from_secs(10), "the sentinel request", || {
-            self.slips.messages().iter().any(|m| m == "sentinel")
+            self.slips.texts().iter().any(|m| m == "sentinel")
         });
         self.slips
-            .messages()
+            .texts()
             .iter()
             .filter_map(|m| m.strip_prefix("case-").and_then(|i| i.parse().ok()))
             .collect()
@@ -333,9 +261,9 @@ fn unreadable_cache_drops_requests_and_says_so() {
         wait_until(
             Duration::from_secs(10),
             "the request on the live cache",
-            || s.slips.messages().iter().any(|m| m == "up"),
+            || s.slips.texts().iter().any(|m| m == "up"),
         );
-        assert!(!s.slips.messages().iter().any(|m| m.starts_with("down-")));
+        assert!(!s.slips.texts().iter().any(|m| m.starts_with("down-")));
         assert_eq!(guard.stats().passed, 0);
         let log = s.rt.log();
         assert!(
@@ -347,9 +275,9 @@ fn unreadable_cache_drops_requests_and_says_so() {
     });
 }
 
-/// `../shared/slips-1.1.21` relative to the repository root.
+/// The Slips 1.1.21 tree (`testkit::slips_source_tree`), if it is there.
 fn slips_tree() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/slips-1.1.21");
+    let root = testkit::slips_source_tree();
     root.join("modules/p2p_trust/utils/utils.py")
         .is_file()
         .then_some(root)
@@ -359,9 +287,9 @@ fn slips_tree() -> Option<PathBuf> {
 fn guard_agrees_with_the_real_slips_code() {
     let Some(tree) = slips_tree() else {
         eprintln!(
-            "SKIPPED guard_agrees_with_the_real_slips_code: the Slips 1.1.21 tree is not at \
-             ../shared/slips-1.1.21 (relative to {})",
-            env!("CARGO_MANIFEST_DIR")
+            "SKIPPED guard_agrees_with_the_real_slips_code: the Slips 1.1.21 tree is not at {} \
+             (set PIGEON_SLIPS_TREE)",
+            testkit::slips_source_tree().display()
         );
         return;
     };

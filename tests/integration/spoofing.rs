@@ -12,10 +12,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::attacks::{Victim, logged_reasons, tail, wait_until};
-use crate::lab::Lab;
-use crate::rogue::{GROUP, NET, RoguePigeon, now_ms, padded_announce};
-use crate::slips_checks::{self, GopyMsg};
+use crate::attacks::{Victim, logged_reasons};
 use ed25519_dalek::SigningKey;
 use pigeon::identity::peer_id_of;
 use pigeon::wire::{
@@ -26,8 +23,12 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+use testkit::SLIPS_VERSION as VERSION;
+use testkit::lab::Lab;
+use testkit::rogue::{GROUP, NET, RoguePigeon, now_ms, padded_announce};
+use testkit::slips::{self, pygo_scroll};
+use testkit::wait::{tail, wait_until};
 
-const VERSION: &str = "1.1.21";
 /// Unicast ports of the pigeons (Slips passes one per run).
 const PIGEON_PORTS: [u16; 3] = [40201, 40202, 40204];
 /// The victim's UDP port on host 2 (whatever a host there listens on).
@@ -189,16 +190,10 @@ fn stamp(instance: u64, seq: u64) -> Stamp {
 
 /// Peer ids and IPs in the peer_updates a Slips received.
 fn peer_updates(v: &Victim) -> Vec<(String, Option<String>)> {
-    let now = slips_checks::now_unix();
     v.slips
-        .messages()
-        .iter()
-        .filter_map(
-            |(_, p)| match slips_checks::check_gopy(p, VERSION, now + 1) {
-                Ok(GopyMsg::PeerUpdate { peerid, ip, .. }) => Some((peerid, ip)),
-                _ => None,
-            },
-        )
+        .peer_updates_since(0)
+        .into_iter()
+        .map(|(peerid, ip, _)| (peerid, ip))
         .collect()
 }
 
@@ -214,12 +209,8 @@ fn spoofed_source_gets_no_more_bytes_than_it_sent() {
     let pip = lab.host_ip(1);
     // Broadcasts of the pigeon that nacks may ask for.
     for k in 0..5 {
-        let b64 = slips_checks::request_b64(&format!("192.0.2.{}", 10 + k));
-        assert_eq!(
-            p.slips
-                .publish(&slips_checks::pygo_scroll(&b64, "*", VERSION)),
-            1
-        );
+        let b64 = slips::request_b64(&format!("192.0.2.{}", 10 + k));
+        assert_eq!(p.slips.publish(&pygo_scroll(&b64, "*", VERSION)), 1);
     }
     let mut att = RoguePigeon::new(&lab, 3, lab.host_ip(3), fresh_key(0xA7, 0));
     att.join(&[p.unicast], Duration::from_secs(10));
@@ -231,8 +222,8 @@ fn spoofed_source_gets_no_more_bytes_than_it_sent() {
     let (mut total_in, mut total_out) = (0u64, 0u64);
     let mut worst_cumulative = 0.0f64;
     let mut rows = Vec::new();
-    let request = slips_checks::request_b64("203.0.113.50");
-    let report = slips_checks::report_b64("203.0.113.51", 0.5, 0.9);
+    let request = slips::request_b64("203.0.113.50");
+    let report = slips::report_b64("203.0.113.51", 0.5, 0.9);
     let other_inst = att.instance + 1_000;
     type Phase<'a> = (
         &'a str,
@@ -450,18 +441,14 @@ fn announce_from_a_spoofed_source_binds_no_address() {
         id: 1,
         to: None,
         to_inst: None,
-        payload: slips_checks::report_b64("203.0.113.60", 0.5, 0.9),
+        payload: slips::report_b64("203.0.113.60", 0.5, 0.9),
     };
     let d = wire::seal(&key, NET, stamp(inst, 4), Kind::Data, &data).unwrap();
     assert!(spoof.send(v, GROUP, &d));
     thread::sleep(SETTLE);
     victim.take(pip);
-    let to_key = slips_checks::request_b64("192.0.2.60");
-    assert_eq!(
-        p.slips
-            .publish(&slips_checks::pygo_scroll(&to_key, &kid, VERSION)),
-        1
-    );
+    let to_key = slips::request_b64("192.0.2.60");
+    assert_eq!(p.slips.publish(&pygo_scroll(&to_key, &kid, VERSION)), 1);
     thread::sleep(SETTLE);
     let after = victim.take(pip);
     assert!(
@@ -645,17 +632,13 @@ fn honest_pigeon_joins_during_flood(random: bool) -> String {
         );
     }
     for k in 0..2 {
-        let b64 = slips_checks::request_b64(&format!("192.0.2.{}", 90 + k));
+        let b64 = slips::request_b64(&format!("192.0.2.{}", 90 + k));
         let (a, b) = if k == 0 {
             (&mut p1, &p2)
         } else {
             (&mut p2, &p1)
         };
-        assert_eq!(
-            a.slips
-                .publish(&slips_checks::pygo_scroll(&b64, "*", VERSION)),
-            1
-        );
+        assert_eq!(a.slips.publish(&pygo_scroll(&b64, "*", VERSION)), 1);
         wait_until(
             Duration::from_secs(10),
             "a broadcast after the flood",

@@ -7,31 +7,35 @@
 //! * `request` and `report` publish on `p2p_pygo` exactly the bytes Slips
 //!   1.1.21 publishes (Python `json.dumps` separators, same key order);
 //! * `listen`, `respond` and `peers` read `p2p_gopy`, check each message
-//!   against what Slips accepts (a wrong or missing `version` means Slips
-//!   drops it unseen) and print one readable line per message;
+//!   with the testkit's checker of what Slips accepts (a wrong or missing
+//!   `version` means Slips drops it unseen) and print one readable line per
+//!   message;
 //! * `respond` answers every peer's request with a report to that peer,
 //!   as Slips does when it has data about the IP.
 //!
 //! It connects to `--redis` (default `redis://127.0.0.1:6379/0`): the
 //! loopback of whatever network namespace it is started in. The demo starts
 //! it inside lab hosts with `scripts/lab.sh exec NAME I pigeon-slips ...`.
+//! A binary of the dev-only `testkit` crate: the builders, the checker and
+//! the read loop are the ones the tests and the bench use.
 //!
 //! Exit status: 0 success; 1 an expectation was not met (`--count`,
 //! `--expect`, `--require-subscriber`) or a message Slips would drop was
 //! seen; 2 bad usage or Redis unreachable.
 
 use anyhow::{Context as _, anyhow, bail};
-use base64::Engine as _;
-use pigeon::slips::python;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use testkit::slips::{
+    Flow, GopyMsg, PyNum, Violation, b64, build_go_message, check_gopy, listen, now_unix,
+    pygo_scroll,
+};
+use testkit::{GOPY, PYGO, SLIPS_VERSION};
 
 const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379/0";
-/// Slips' VERSION file content for the release pigeon targets.
-const DEFAULT_VERSION: &str = "1.1.21";
 const DEFAULT_SECONDS: u64 = 30;
 /// Every wait is bounded; an hour is far beyond any demo or benchmark.
 const MAX_SECONDS: u64 = 3600;
@@ -113,8 +117,8 @@ enum Cmd {
     },
     Report {
         ip: String,
-        score: String,
-        confidence: String,
+        score: PyNum,
+        confidence: PyNum,
         recipient: String,
         kind: Kind,
         require_subscriber: bool,
@@ -125,8 +129,8 @@ enum Cmd {
         only: Option<Only>,
     },
     Respond {
-        score: String,
-        confidence: String,
+        score: PyNum,
+        confidence: PyNum,
         seconds: u64,
         count: Option<u64>,
     },
@@ -228,9 +232,9 @@ fn parse_args(args: &[String]) -> anyhow::Result<(Common, Cmd)> {
 
     let common = Common {
         redis: take(&mut raw, "redis").unwrap_or_else(|| DEFAULT_REDIS.to_owned()),
-        version: take(&mut raw, "version").unwrap_or_else(|| DEFAULT_VERSION.to_owned()),
-        pygo: take(&mut raw, "pygo").unwrap_or_else(|| "p2p_pygo".to_owned()),
-        gopy: take(&mut raw, "gopy").unwrap_or_else(|| "p2p_gopy".to_owned()),
+        version: take(&mut raw, "version").unwrap_or_else(|| SLIPS_VERSION.to_owned()),
+        pygo: take(&mut raw, "pygo").unwrap_or_else(|| PYGO.to_owned()),
+        gopy: take(&mut raw, "gopy").unwrap_or_else(|| GOPY.to_owned()),
     };
     if common.version.is_empty() || !common.version.chars().all(|c| c.is_ascii_graphic()) {
         bail!(
@@ -310,23 +314,23 @@ fn ip_arg(raw: &mut Raw) -> anyhow::Result<String> {
     Ok(ip)
 }
 
-/// A score or confidence, rendered as Python's `json.dumps` would render
-/// the number Slips holds: an integer stays an integer, a float is
-/// written as `repr(float)`.
-fn number_arg(raw: &mut Raw, name: &str, low: f64, high: f64) -> anyhow::Result<String> {
+/// A score or confidence, kept as Slips would hold the number typed: an
+/// integer stays an integer, anything else is a float (written as
+/// Python's `repr(float)`).
+fn number_arg(raw: &mut Raw, name: &str, low: f64, high: f64) -> anyhow::Result<PyNum> {
     let text = take(raw, name).ok_or_else(|| anyhow!("--{name} is required"))?;
-    let (value, rendered) = if let Ok(n) = text.parse::<i64>() {
-        (n as f64, n.to_string())
+    let (value, number) = if let Ok(n) = text.parse::<i64>() {
+        (n as f64, PyNum::Int(n))
     } else {
         let x: f64 = text
             .parse()
             .map_err(|_| anyhow!("--{name}: \"{text}\" is not a number"))?;
-        (x, python::py_float_repr(x))
+        (x, PyNum::Float(x))
     };
     if !value.is_finite() || value < low || value > high {
         bail!("--{name} must be a number in [{low}, {high}], got {text}");
     }
-    Ok(rendered)
+    Ok(number)
 }
 
 /// `*` or a peer id (base58 / base32 characters only, as libp2p ids are).
@@ -357,226 +361,62 @@ fn uint_arg(raw: &mut Raw, name: &str) -> anyhow::Result<Option<u64>> {
         .transpose()
 }
 
-// ------------------------------------------------------------------ Slips' bytes
-
 // ------------------------------------------------------------------ what Slips accepts
 
-/// One gopy message as Slips would see it.
-#[derive(Debug, Clone, PartialEq)]
-enum Gopy {
-    GoData {
-        reporter: String,
-        report_time: i64,
-        inner: Inner,
-    },
-    PeerUpdate {
-        peerid: String,
-        ip: Option<String>,
-        reliability: Option<String>,
-        timestamp: i64,
-    },
+/// Which kind of message `msg` is.
+fn kind_of(msg: &GopyMsg) -> Only {
+    match msg {
+        GopyMsg::GoData { .. } => Only::GoData,
+        GopyMsg::PeerUpdate { .. } => Only::PeerUpdate,
+    }
 }
 
-/// The decoded payload of a go_data.
-#[derive(Debug, Clone, PartialEq)]
-struct Inner {
-    message_type: String,
-    key: String,
-    /// `(score, confidence)` as written; `None` for a request or a report
-    /// with `"evaluation": null` ("no data").
-    evaluation: Option<(String, String)>,
+/// `key` of a decoded inner message, as text.
+fn text_of(inner: &Value, key: &str) -> String {
+    match &inner[key] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
-impl Gopy {
-    fn kind(&self) -> Only {
-        match self {
-            Gopy::GoData { .. } => Only::GoData,
-            Gopy::PeerUpdate { .. } => Only::PeerUpdate,
+/// One readable line about a message Slips accepts.
+fn line(msg: &GopyMsg) -> String {
+    match msg {
+        GopyMsg::GoData {
+            reporter, decoded, ..
+        } => {
+            let (kind, key) = (text_of(decoded, "message_type"), text_of(decoded, "key"));
+            let what = match &decoded["evaluation"] {
+                Value::Object(e) => format!(
+                    "{kind} about {key}: score {}, confidence {}",
+                    e.get("score").unwrap_or(&Value::Null),
+                    e.get("confidence").unwrap_or(&Value::Null)
+                ),
+                _ if kind == "request" => format!("request about {key}"),
+                _ => format!("{kind} about {key}: no data"),
+            };
+            format!("go_data      from {reporter}  {what}")
         }
-    }
-
-    /// One readable line.
-    fn line(&self) -> String {
-        match self {
-            Gopy::GoData {
-                reporter, inner, ..
-            } => {
-                let what = match &inner.evaluation {
-                    Some((s, c)) => format!(
-                        "{} about {}: score {s}, confidence {c}",
-                        inner.message_type, inner.key
-                    ),
-                    None if inner.message_type == "request" => {
-                        format!("request about {}", inner.key)
-                    }
-                    None => format!("{} about {}: no data", inner.message_type, inner.key),
-                };
-                format!("go_data      from {reporter}  {what}")
-            }
-            Gopy::PeerUpdate {
-                peerid,
-                ip,
-                reliability,
-                timestamp,
-            } => format!(
-                "peer_update  {peerid}  ip {}  reliability {}  timestamp {timestamp}",
-                ip.as_deref().unwrap_or("-"),
-                reliability.as_deref().unwrap_or("-"),
-            ),
-        }
+        GopyMsg::PeerUpdate {
+            peerid,
+            ip,
+            reliability,
+            timestamp,
+        } => format!(
+            "peer_update  {peerid}  ip {}  reliability {}  timestamp {timestamp}",
+            ip.as_deref().unwrap_or("-"),
+            reliability.map_or("-".to_owned(), |r| r.to_string()),
+        ),
     }
 }
 
-/// Checks one gopy payload the way Slips 1.1.21 reads it, strictly: the
-/// first problem found is returned (Slips would drop the message, or
-/// worse, crash its P2P module on it).
-fn check_gopy(payload: &[u8], version: &str, now: i64) -> Result<Gopy, String> {
-    let text = std::str::from_utf8(payload).map_err(|_| "not UTF-8".to_owned())?;
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let obj = value.as_object().ok_or("not a JSON object")?;
-    match obj.get("version") {
-        None => return Err("no \"version\": Slips drops it unseen".to_owned()),
-        Some(Value::String(v)) if v == version => {}
-        Some(other) => {
-            return Err(format!(
-                "\"version\" is {other}, Slips expects \"{version}\": dropped unseen"
-            ));
-        }
-    }
-    let contents = match obj.get("message_contents") {
-        Some(Value::Object(c)) => c,
-        Some(_) => return Err("\"message_contents\" is not an object".to_owned()),
-        None => return Err("no \"message_contents\"".to_owned()),
-    };
-    match obj.get("message_type").and_then(Value::as_str) {
-        Some("go_data") => check_go_data(contents, now),
-        Some("peer_update") => check_peer_update(contents, now),
-        _ => Err("\"message_type\" is not go_data or peer_update".to_owned()),
-    }
-}
-
-fn check_go_data(c: &Map<String, Value>, now: i64) -> Result<Gopy, String> {
-    let reporter = non_empty_str(c, "reporter")?;
-    let report_time = unix_time(c, "report_time", now)?;
-    let message = c
-        .get("message")
-        .and_then(Value::as_str)
-        .ok_or("\"message\" is not a string")?;
-    if !message.is_ascii() {
-        return Err("\"message\" is not ASCII".to_owned());
-    }
-    let body = message.strip_suffix('\n').unwrap_or(message);
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .map_err(|e| format!("\"message\" is not base64: {e}"))?;
-    let inner: Value =
-        serde_json::from_slice(&raw).map_err(|e| format!("\"message\" is not JSON: {e}"))?;
-    let inner = inner
-        .as_object()
-        .ok_or("\"message\" is not a JSON object")?;
-    let message_type = match inner.get("message_type").and_then(Value::as_str) {
-        Some(t @ ("request" | "report" | "blame")) => t.to_owned(),
-        _ => return Err("inner \"message_type\" is not request, report or blame".to_owned()),
-    };
-    if inner.get("key_type").and_then(Value::as_str) != Some("ip") {
-        return Err("\"key_type\" is not \"ip\"".to_owned());
-    }
-    let key = inner
-        .get("key")
-        .and_then(Value::as_str)
-        .filter(|k| k.parse::<IpAddr>().is_ok())
-        .ok_or("\"key\" is not an IP address string")?
-        .to_owned();
-    if inner.get("evaluation_type").and_then(Value::as_str) != Some("score_confidence") {
-        return Err("\"evaluation_type\" is not \"score_confidence\"".to_owned());
-    }
-    let evaluation = if message_type == "request" {
-        None
-    } else {
-        match inner.get("evaluation") {
-            None => return Err(format!("{message_type} without \"evaluation\"")),
-            Some(Value::Null) if message_type == "report" => None,
-            Some(Value::Object(e)) => Some((
-                number_in(e, "score", -1.0, 1.0)?,
-                number_in(e, "confidence", 0.0, 1.0)?,
-            )),
-            Some(_) => return Err("\"evaluation\" is not an object".to_owned()),
-        }
-    };
-    Ok(Gopy::GoData {
-        reporter,
-        report_time,
-        inner: Inner {
-            message_type,
-            key,
-            evaluation,
-        },
-    })
-}
-
-fn check_peer_update(c: &Map<String, Value>, now: i64) -> Result<Gopy, String> {
-    let peerid = non_empty_str(c, "peerid")?;
-    let timestamp = unix_time(c, "timestamp", now)?;
-    let ip = match c.get("ip") {
-        None => None,
-        Some(Value::String(s)) if valid_peer_ip(s) => Some(s.clone()),
-        Some(other) => return Err(format!("\"ip\" {other} is not an IP address")),
-    };
-    let reliability = match c.get("reliability") {
-        None => None,
-        Some(_) => Some(number_in(c, "reliability", 0.0, 1.0)?),
-    };
-    Ok(Gopy::PeerUpdate {
-        peerid,
-        ip,
-        reliability,
-        timestamp,
-    })
-}
-
-/// An address Python's `ipaddress.ip_address` accepts, including a scoped
-/// IPv6 (`fe80::1%eth0`).
-fn valid_peer_ip(s: &str) -> bool {
-    if s.parse::<IpAddr>().is_ok() {
-        return true;
-    }
-    match s.split_once('%') {
-        Some((addr, scope)) => !scope.is_empty() && addr.parse::<std::net::Ipv6Addr>().is_ok(),
-        None => false,
-    }
-}
-
-fn non_empty_str(c: &Map<String, Value>, key: &str) -> Result<String, String> {
-    c.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .ok_or_else(|| format!("\"{key}\" is not a non-empty string"))
-}
-
-/// An integer Unix time in `[0, now + 1]`: Slips drops anything in its
-/// future, and a null crashes its P2P module.
-fn unix_time(c: &Map<String, Value>, key: &str, now: i64) -> Result<i64, String> {
-    let t = c
-        .get(key)
-        .and_then(Value::as_i64)
-        .ok_or_else(|| format!("\"{key}\" is not an integer"))?;
-    if t < 0 || t > now + 1 {
-        return Err(format!("\"{key}\" {t} is not in [0, now]"));
-    }
-    Ok(t)
-}
-
-/// A finite JSON number in `[low, high]`, returned as written.
-fn number_in(c: &Map<String, Value>, key: &str, low: f64, high: f64) -> Result<String, String> {
-    match c.get(key) {
-        Some(Value::Number(n)) => match n.as_f64() {
-            Some(x) if x.is_finite() && (low..=high).contains(&x) => Ok(n.to_string()),
-            _ => Err(format!("\"{key}\" {n} is not in [{low}, {high}]")),
-        },
-        Some(other) => Err(format!("\"{key}\" {other} is not a number")),
-        None => Err(format!("no \"{key}\"")),
-    }
+/// The line about a message Slips would drop: the first broken rule (as
+/// Slips, which stops at it) and an excerpt.
+fn refusal(violations: &[Violation], payload: &[u8]) -> String {
+    let why = violations.first().map_or("refused".to_owned(), |v| {
+        format!("{} ({})", v.reason, v.detail)
+    });
+    format!("REFUSED      {why}: {}", excerpt(payload))
 }
 
 fn excerpt(payload: &[u8]) -> String {
@@ -586,13 +426,6 @@ fn excerpt(payload: &[u8]) -> String {
         out.push('…');
     }
     out.escape_debug().to_string()
-}
-
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 // ------------------------------------------------------------------ Redis
@@ -621,18 +454,7 @@ fn connect(common: &Common) -> anyhow::Result<redis::Connection> {
 
 /// PUBLISH on pygo; returns the number of subscribers that got it.
 fn publish(con: &mut redis::Connection, channel: &str, text: &str) -> anyhow::Result<i64> {
-    redis::cmd("PUBLISH")
-        .arg(channel)
-        .arg(text)
-        .query::<i64>(con)
-        .context("PUBLISH failed")
-}
-
-/// What to do after a message.
-#[derive(PartialEq)]
-enum Flow {
-    Continue,
-    Stop,
+    testkit::slips::publish(con, channel, text).context("PUBLISH failed")
 }
 
 /// Subscribes to gopy and hands every payload to `on_msg` until it says
@@ -643,27 +465,15 @@ fn read_gopy(
     mut on_msg: impl FnMut(&[u8]) -> anyhow::Result<Flow>,
 ) -> anyhow::Result<()> {
     let mut con = connect(common)?;
-    let mut pubsub = con.as_pubsub();
-    pubsub
-        .subscribe(&common.gopy)
-        .with_context(|| format!("cannot subscribe to {}", common.gopy))?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(());
-        }
-        pubsub.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-        match pubsub.get_message() {
-            Ok(msg) => {
-                if on_msg(msg.get_payload_bytes())? == Flow::Stop {
-                    return Ok(());
-                }
-            }
-            Err(e) if e.is_timeout() => return Ok(()),
-            Err(e) => bail!("lost the Redis connection: {e}"),
-        }
-    }
+    listen(
+        &mut con,
+        &[common.gopy.as_str()],
+        deadline,
+        || Ok(()),
+        |_, payload| on_msg(payload),
+    )
+    .with_context(|| format!("reading {}", common.gopy))
 }
 
 // ------------------------------------------------------------------ commands
@@ -694,14 +504,14 @@ fn cmd_listen(common: &Common, seconds: u64, count: Option<u64>, only: Option<On
     read_gopy(common, seconds, |payload| {
         match check_gopy(payload, &common.version, now_unix()) {
             Ok(msg) => {
-                if only.is_some_and(|o| o != msg.kind()) {
+                if only.is_some_and(|o| o != kind_of(&msg)) {
                     return Ok(Flow::Continue);
                 }
-                println!("{}", msg.line());
+                println!("{}", line(&msg));
                 shown += 1;
             }
             Err(problem) => {
-                println!("REFUSED      {problem}: {}", excerpt(payload));
+                println!("{}", refusal(&problem, payload));
                 bad += 1;
             }
         }
@@ -721,8 +531,8 @@ fn cmd_listen(common: &Common, seconds: u64, count: Option<u64>, only: Option<On
 
 fn cmd_respond(
     common: &Common,
-    score: &str,
-    confidence: &str,
+    score: PyNum,
+    confidence: PyNum,
     seconds: u64,
     count: Option<u64>,
 ) -> Outcome {
@@ -731,22 +541,22 @@ fn cmd_respond(
     let (mut answered, mut bad, mut unheard) = (0u64, 0u64, 0u64);
     read_gopy(common, seconds, |payload| {
         match check_gopy(payload, &common.version, now_unix()) {
-            Ok(msg @ Gopy::GoData { .. }) => {
-                println!("{}", msg.line());
-                if let Gopy::GoData {
-                    reporter, inner, ..
+            Ok(msg @ GopyMsg::GoData { .. }) => {
+                println!("{}", line(&msg));
+                if let GopyMsg::GoData {
+                    reporter, decoded, ..
                 } = &msg
-                    && inner.message_type == "request"
+                    && decoded["message_type"] == "request"
                 {
-                    let answer = python::scroll(
-                        &python::build_go_message("report", &inner.key, Some((score, confidence))),
+                    let key = text_of(decoded, "key");
+                    let answer = pygo_scroll(
+                        &b64(&build_go_message("report", &key, Some((score, confidence)))),
                         reporter,
                         &common.version,
                     );
                     let receivers = publish(&mut out, &common.pygo, &answer)?;
                     println!(
-                        "  answered   to {reporter}: report about {}: score {score}, confidence {confidence} ({receivers} receiver(s))",
-                        inner.key
+                        "  answered   to {reporter}: report about {key}: score {score}, confidence {confidence} ({receivers} receiver(s))"
                     );
                     if receivers == 0 {
                         unheard += 1;
@@ -754,9 +564,9 @@ fn cmd_respond(
                     answered += 1;
                 }
             }
-            Ok(Gopy::PeerUpdate { .. }) => {}
+            Ok(GopyMsg::PeerUpdate { .. }) => {}
             Err(problem) => {
-                println!("REFUSED      {problem}: {}", excerpt(payload));
+                println!("{}", refusal(&problem, payload));
                 bad += 1;
             }
         }
@@ -783,7 +593,7 @@ fn cmd_respond(
 /// The latest peer_update of one peer, and how many there were.
 struct PeerRow {
     ip: Option<String>,
-    reliability: Option<String>,
+    reliability: Option<f64>,
     timestamp: i64,
     updates: u64,
 }
@@ -793,7 +603,7 @@ fn cmd_peers(common: &Common, seconds: u64, expect: Option<usize>) -> Outcome {
     let mut bad = 0u64;
     read_gopy(common, seconds, |payload| {
         match check_gopy(payload, &common.version, now_unix()) {
-            Ok(Gopy::PeerUpdate {
+            Ok(GopyMsg::PeerUpdate {
                 peerid,
                 ip,
                 reliability,
@@ -811,9 +621,9 @@ fn cmd_peers(common: &Common, seconds: u64, expect: Option<usize>) -> Outcome {
                 row.timestamp = timestamp;
                 row.updates += 1;
             }
-            Ok(Gopy::GoData { .. }) => {}
+            Ok(GopyMsg::GoData { .. }) => {}
             Err(problem) => {
-                println!("REFUSED      {problem}: {}", excerpt(payload));
+                println!("{}", refusal(&problem, payload));
                 bad += 1;
             }
         }
@@ -833,7 +643,7 @@ fn cmd_peers(common: &Common, seconds: u64, expect: Option<usize>) -> Outcome {
             "{:<54} {:<16} {:>11} {:>11} {:>7}",
             id,
             p.ip.as_deref().unwrap_or("-"),
-            p.reliability.as_deref().unwrap_or("-"),
+            p.reliability.map_or("-".to_owned(), |r| r.to_string()),
             p.timestamp,
             p.updates
         );
@@ -863,8 +673,8 @@ fn run(common: &Common, cmd: &Cmd) -> Outcome {
             require_subscriber,
         } => cmd_publish(
             common,
-            &python::scroll(
-                &python::build_go_message("request", ip, None),
+            &pygo_scroll(
+                &b64(&build_go_message("request", ip, None)),
                 "*",
                 &common.version,
             ),
@@ -880,8 +690,12 @@ fn run(common: &Common, cmd: &Cmd) -> Outcome {
             require_subscriber,
         } => cmd_publish(
             common,
-            &python::scroll(
-                &python::build_go_message(kind.as_str(), ip, Some((score, confidence))),
+            &pygo_scroll(
+                &b64(&build_go_message(
+                    kind.as_str(),
+                    ip,
+                    Some((*score, *confidence)),
+                )),
                 recipient,
                 &common.version,
             ),
@@ -898,7 +712,7 @@ fn run(common: &Common, cmd: &Cmd) -> Outcome {
             confidence,
             seconds,
             count,
-        } => cmd_respond(common, score, confidence, *seconds, *count),
+        } => cmd_respond(common, *score, *confidence, *seconds, *count),
         Cmd::Peers { seconds, expect } => cmd_peers(common, *seconds, *expect),
     }
 }
@@ -934,14 +748,15 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_owned).collect()
     }
 
-    /// The exact request scroll Slips 1.1.21 publishes for 1.2.3.4
-    /// (slips-contract §1.5).
+    /// The exact request scroll Slips 1.1.21 publishes for 1.2.3.4.
     #[test]
     fn request_scroll_is_byte_identical_to_slips() {
         let (c, cmd) = parse_args(&args("request --ip 1.2.3.4")).unwrap();
@@ -949,8 +764,8 @@ mod tests {
             panic!("{cmd:?}")
         };
         assert_eq!(
-            python::scroll(
-                &python::build_go_message("request", &ip, None),
+            pygo_scroll(
+                &b64(&build_go_message("request", &ip, None)),
                 "*",
                 &c.version
             ),
@@ -958,6 +773,8 @@ mod tests {
         );
     }
 
+    /// Numbers keep the form typed, as Slips holds them: 1 is an integer,
+    /// 0.90 the float 0.9.
     #[test]
     fn report_payload_follows_build_go_message() {
         let (_, cmd) = parse_args(&args(
@@ -977,24 +794,9 @@ mod tests {
         };
         assert_eq!((recipient.as_str(), kind), ("12D3KooWAbc", Kind::Blame));
         assert_eq!(
-            python::build_go_message(kind.as_str(), &ip, Some((&score, &confidence))),
+            build_go_message(kind.as_str(), &ip, Some((score, confidence))),
             "{\"message_type\": \"blame\", \"key_type\": \"ip\", \"key\": \"10.0.0.9\", \"evaluation_type\": \"score_confidence\", \"evaluation\": {\"score\": 1, \"confidence\": 0.9}}"
         );
-    }
-
-    #[test]
-    fn numbers_render_like_python() {
-        for (x, want) in [
-            (0.8, "0.8"),
-            (1.0, "1.0"),
-            (-0.5, "-0.5"),
-            (0.0001, "0.0001"),
-            (0.00001, "1e-05"),
-            (1e16, "1e+16"),
-            (123.456, "123.456"),
-        ] {
-            assert_eq!(python::py_float_repr(x), want, "{x}");
-        }
     }
 
     #[test]
@@ -1034,64 +836,58 @@ mod tests {
     fn go_data(inner: &str, version: &str) -> String {
         format!(
             "{{\"message_type\":\"go_data\",\"message_contents\":{{\"reporter\":\"12D3KooWx\",\"report_time\":{NOW},\"message\":\"{}\"}},\"version\":\"{version}\"}}",
-            base64::engine::general_purpose::STANDARD.encode(inner)
+            b64(inner)
         )
     }
 
     #[test]
     fn valid_messages_are_summarised() {
+        let report = build_go_message(
+            "report",
+            "1.2.3.4",
+            Some((PyNum::Float(0.8), PyNum::Float(0.9))),
+        );
         let msg = check_gopy(
-            go_data(
-                &python::build_go_message("report", "1.2.3.4", Some(("0.8", "0.9"))),
-                "1.1.21",
-            )
-            .as_bytes(),
-            "1.1.21",
+            go_data(&report, SLIPS_VERSION).as_bytes(),
+            SLIPS_VERSION,
             NOW,
         )
         .unwrap();
         assert_eq!(
-            msg.line(),
+            line(&msg),
             "go_data      from 12D3KooWx  report about 1.2.3.4: score 0.8, confidence 0.9"
+        );
+        let request = build_go_message("request", "1.2.3.4", None);
+        let msg = check_gopy(
+            go_data(&request, SLIPS_VERSION).as_bytes(),
+            SLIPS_VERSION,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            line(&msg),
+            "go_data      from 12D3KooWx  request about 1.2.3.4"
         );
         let upd = format!(
             "{{\"message_type\":\"peer_update\",\"message_contents\":{{\"peerid\":\"12D3KooWy\",\"ip\":\"10.77.0.2\",\"reliability\":0.5,\"timestamp\":{NOW}}},\"version\":\"1.1.21\"}}"
         );
         assert_eq!(
-            check_gopy(upd.as_bytes(), "1.1.21", NOW).unwrap().line(),
+            line(&check_gopy(upd.as_bytes(), SLIPS_VERSION, NOW).unwrap()),
             format!("peer_update  12D3KooWy  ip 10.77.0.2  reliability 0.5  timestamp {NOW}")
         );
     }
 
+    /// A message Slips would drop is shown with the first rule it breaks.
     #[test]
-    fn what_slips_drops_is_refused() {
-        let req = python::build_go_message("request", "1.2.3.4", None);
-        let cases: Vec<(String, &str)> = vec![
-            (go_data(&req, "1.1.20"), "\"version\""),
-            (go_data(&req, "1.1.21").replace(",\"version\":\"1.1.21\"", ""), "no \"version\""),
-            (go_data("[1]", "1.1.21"), "not a JSON object"),
-            (go_data(&req.replace("1.2.3.4", "1.2.3.4:80"), "1.1.21"), "\"key\""),
-            (
-                go_data(&python::build_go_message("report", "1.2.3.4", Some(("2", "1"))), "1.1.21"),
-                "\"score\"",
-            ),
-            (
-                go_data(&req, "1.1.21").replace(&NOW.to_string(), &(NOW + 60).to_string()),
-                "\"report_time\"",
-            ),
-            (
-                "{\"message_type\":\"peer_update\",\"message_contents\":{\"peerid\":\"p\",\"ip\":\"\",\"timestamp\":1},\"version\":\"1.1.21\"}".to_owned(),
-                "\"ip\"",
-            ),
-            (
-                "{\"message_type\":\"peer_update\",\"message_contents\":[],\"version\":\"1.1.21\"}".to_owned(),
-                "not an object",
-            ),
-        ];
-        for (payload, want) in cases {
-            let err = check_gopy(payload.as_bytes(), "1.1.21", NOW).unwrap_err();
-            assert!(err.contains(want), "{payload}: {err}");
-        }
+    fn refused_messages_name_the_first_broken_rule() {
+        let request = build_go_message("request", "1.2.3.4", None);
+        let payload = go_data(&request, "1.1.20");
+        let violations = check_gopy(payload.as_bytes(), SLIPS_VERSION, NOW).unwrap_err();
+        let shown = refusal(&violations, payload.as_bytes());
+        assert!(
+            shown.starts_with("REFUSED      version_mismatch ("),
+            "{shown}"
+        );
     }
 
     #[test]
