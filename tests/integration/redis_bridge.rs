@@ -83,8 +83,7 @@ fn slips_and_bridge(
     wait_until(Duration::from_secs(5), "the gopy subscriber", || {
         subscribers(&url, GOPY) == 1
     });
-    let (bridge, rx) = rt
-        .block_on(redis_bridge::start(settings(&url, capacity)));
+    let (bridge, rx) = rt.block_on(redis_bridge::start(settings(&url, capacity)));
     (server, rt, slips, bridge, rx)
 }
 
@@ -272,9 +271,7 @@ fn localhost_reaches_an_ipv4_only_redis() {
         let server = RedisServer::start(6406);
         let url = server.url();
         let rt = TestRuntime::new();
-        let (bridge, mut rx) = rt
-            .block_on(redis_bridge::start(settings("localhost:6406", 10)))
-            .unwrap();
+        let (bridge, mut rx) = rt.block_on(redis_bridge::start(settings("localhost:6406", 10)));
         bridge.set("multiAddress".into(), "via localhost".into());
         wait_until(Duration::from_secs(2), "multiAddress", || {
             slips_get(&url, "multiAddress").as_deref() == Some("via localhost")
