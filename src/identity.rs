@@ -247,6 +247,20 @@ pub fn read_key_file(path: &Path) -> Result<Identity, IdentityError> {
     })
 }
 
+/// Creates a new key file at `path` (mode 0600) and returns its key; an
+/// error if `path` exists, which is never replaced (`pigeon org create`).
+pub fn create_key_file(path: &Path) -> Result<Identity, IdentityError> {
+    if fs::symlink_metadata(path).is_ok() {
+        return Err(IdentityError::Invalid {
+            path: path.to_owned(),
+            reason: "exists already (never overwritten)".to_owned(),
+        });
+    }
+    let id = Identity::generate()?;
+    write_new(path, &id, None)?;
+    Ok(id)
+}
+
 /// `<path>.bak-<unix seconds>`, or with `.1`, `.2`… appended if taken.
 fn backup_name(path: &Path) -> PathBuf {
     let secs = std::time::SystemTime::now()
