@@ -13,6 +13,7 @@
 //! are there and in each module.
 
 pub mod cli;
+pub mod config;
 pub mod credential;
 pub mod crypto;
 pub mod revocation;
