@@ -9,6 +9,7 @@ mod files;
 mod lab;
 mod loss;
 mod operator;
+mod orgs;
 mod real_slips;
 mod redis_bridge;
 mod request_guard;
