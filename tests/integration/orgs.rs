@@ -326,6 +326,30 @@ fn org_reports_reach_current_members_only_and_a_revoked_member_is_locked_out() {
     for i in [1, 2, 4, 5] {
         assert_eq!(count(&w, i, &report3), 0, "host {i}");
     }
+
+    // A member that restarts reads new org messages again, without the
+    // administrator: the others send it their keys when it is back.
+    w.pigeon(2).sigint().unwrap();
+    w.wait_exit(2, Duration::from_secs(3));
+    let restarted = Instant::now();
+    w.start(2);
+    let mut k = 0u32;
+    let first = loop {
+        k += 1;
+        let ip = format!("198.51.101.{}", k % 250);
+        let report = report_b64(&ip, 0.6, 0.8);
+        w.publish_to_pigeon(1, &pygo_scroll(&report, "*", SLIPS_VERSION));
+        thread::sleep(Duration::from_millis(200));
+        if count(&w, 2, &report) == 1 {
+            break restarted.elapsed();
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(20),
+            "the restarted member reads nothing\n{}",
+            w.diag()
+        );
+    };
+    eprintln!("restarted member: first org report read {first:?} after its start ({k} sent)");
     eprintln!("capture: {} frames", capture.frames());
     w.assert_all_valid();
 }
