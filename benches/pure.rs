@@ -345,6 +345,7 @@ fn peer_file(n: usize, now_secs: u64) -> PeerFile {
                     at_ms: (now_secs - 60) * 1000,
                 },
                 reported_reliability: Some(0.75),
+                organisations: Vec::new(),
             }
         })
         .collect();

@@ -48,6 +48,11 @@ pub struct StoredPeer {
     pub reliability: StoredReliability,
     /// Last reliability told to Slips, if any.
     pub reported_reliability: Option<f64>,
+    /// Organisations whose membership it proved when the list was saved
+    /// (shown by `pigeon peers`; never trusted on load: a membership is
+    /// verified again from its announce).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organisations: Vec<String>,
 }
 
 /// Decayed sums of weighted observations, as of `at_ms`.
@@ -211,6 +216,7 @@ mod tests {
                     at_ms: 5,
                 },
                 reported_reliability: Some(0.75),
+                organisations: Vec::new(),
             }],
         }
     }

@@ -1935,7 +1935,15 @@ impl Node {
         for p in self.peers.iter_mut() {
             p.persisted_last_seen_ms = p.last_seen_ms;
         }
-        let mut peers: Vec<StoredPeer> = self.peers.iter().map(Peer::to_stored).collect();
+        let mut peers: Vec<StoredPeer> = self
+            .peers
+            .iter()
+            .map(|p| StoredPeer {
+                // org: shown by `pigeon peers`.
+                organisations: self.org_ids_of(&p.key),
+                ..p.to_stored()
+            })
+            .collect();
         peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
         let saved_at = secs(self.wall(t)).max(0).unsigned_abs();
         self.actions.push_back(Action::SavePeers(PeerFile {

@@ -190,6 +190,7 @@ impl Peer {
             last_seen: self.last_seen_ms / 1000,
             reliability: self.reliability.to_stored(),
             reported_reliability: self.reported_reliability,
+            organisations: Vec::new(),
         }
     }
 }

@@ -352,4 +352,20 @@ fn org_reports_reach_current_members_only_and_a_revoked_member_is_locked_out() {
     eprintln!("restarted member: first org report read {first:?} after its start ({k} sent)");
     eprintln!("capture: {} frames", capture.frames());
     w.assert_all_valid();
+
+    // `pigeon peers` shows the verified organisations of the saved list.
+    w.pigeon(1).sigint().unwrap();
+    w.wait_exit(1, Duration::from_secs(3));
+    let list = w.h(1).tree.runtime_dir().join("peers.json");
+    let table = pigeon(&["peers", "-peerstore-file", list.to_str().unwrap()]);
+    let row = |id: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("no row for {id} in\n{table}"))
+            .to_owned()
+    };
+    assert!(row(&ids[1]).ends_with(&org), "{table}");
+    assert!(row(&ids[2]).ends_with(" -"), "revoked: {table}");
+    assert!(row(&ids[4]).ends_with(" -"), "{table}");
 }
