@@ -504,3 +504,88 @@ fn a_credential_replayed_by_another_key_proves_nothing() {
         .map(|p| p.organisations.clone());
     assert_eq!(row, Some(Vec::new()));
 }
+
+#[test]
+fn org_traffic_from_a_non_member_gets_nothing() {
+    let mut sim = lan();
+    let mut rogue = Rogue::new(8, SocketAddrV4::new([10, 0, 0, 98].into(), 4001));
+    assert!(rogue.join(&mut sim, 0));
+    // The rogue asks node 0 for its key, and offers one of its own.
+    let sent_before = sim.outside.len();
+    let req = rogue.seal(
+        sim.now,
+        Kind::Org,
+        &serde_json::json!({"op": "keyreq", "org": org_id(), "epoch": 1, "to": sim.peer_id(0)}),
+    );
+    sim.inject(0, Via::Unicast, rogue.addr, &req);
+    let key = rogue.seal(
+        sim.now,
+        Kind::Org,
+        &serde_json::json!({"op": "key", "org": org_id(), "epoch": 1, "to": sim.peer_id(0),
+            "enc": "AAAA", "key": "AAAA"}),
+    );
+    sim.inject(0, Via::Unicast, rogue.addr, &key);
+    let to_rogue = sim.outside[sent_before..]
+        .iter()
+        .filter(|(a, _)| *a == rogue.addr)
+        .count();
+    assert_eq!(to_rogue, 0, "nothing sent to a non-member");
+    assert_eq!(sim.nodes[0].node.stats().dropped(DropReason::OrgPolicy), 2);
+    // A list that does not verify is the sender's misbehaviour; a key by
+    // multicast is refused.
+    let bad = rogue.seal(
+        sim.now,
+        Kind::Org,
+        &serde_json::json!({"op": "list", "list": "AAAA"}),
+    );
+    sim.inject(0, Via::Group, rogue.addr, &bad);
+    assert_eq!(sim.nodes[0].node.stats().dropped(DropReason::BadBody), 1);
+    let key = rogue.seal(
+        sim.now,
+        Kind::Org,
+        &serde_json::json!({"op": "key", "org": org_id(), "epoch": 1, "to": sim.peer_id(0),
+            "enc": "AAAA", "key": "AAAA"}),
+    );
+    sim.inject(0, Via::Group, rogue.addr, &key);
+    assert_eq!(
+        sim.nodes[0].node.stats().dropped(DropReason::WrongChannel),
+        1
+    );
+    // A sealed-looking payload from a non-member is not delivered and not
+    // held against it.
+    let fake = crate::org::crypto::SealedPayload {
+        org_id: org_id(),
+        epoch: 1,
+        nonce: [0; 24],
+        ciphertext: vec![0; 40],
+    }
+    .encode();
+    let d = rogue.broadcast(sim.now, 1, fake.clone());
+    sim.inject(0, Via::Group, rogue.addr, &d);
+    // Its claims are not known yet: held back (a member's key may come).
+    assert_eq!(sim.nodes[0].node.stats().dropped(DropReason::OrgNoKey), 1);
+    let a = rogue.announce(sim.now);
+    sim.inject(0, Via::Group, rogue.addr, &a);
+    let d = rogue.broadcast(sim.now, 1, fake);
+    sim.inject(0, Via::Group, rogue.addr, &d);
+    assert!(sim.go_data(0).iter().all(|(r, _)| *r != rogue.peer_id()));
+    assert_eq!(sim.nodes[0].node.stats().dropped(DropReason::OrgSealed), 1);
+    assert_eq!(sim.nodes[0].node.stats().dropped(DropReason::BadPayload), 0);
+}
+
+#[test]
+fn an_announce_with_too_many_orgs_is_malformed() {
+    let mut sim = lan();
+    let mut rogue = Rogue::new(9, SocketAddrV4::new([10, 0, 0, 97].into(), 4001));
+    assert!(rogue.join(&mut sim, 0));
+    let entry = serde_json::json!({"id": org_id(), "rl": 0});
+    let body = serde_json::json!({
+        "ip": rogue.addr.ip().to_string(), "port": rogue.addr.port(),
+        "interval_ms": 30_000, "last_bcast": 0,
+        "orgs": [entry, entry, entry, entry, entry],
+        "pad": "x".repeat(400),
+    });
+    let a = rogue.seal(sim.now, Kind::Announce, &body);
+    sim.inject(0, Via::Group, rogue.addr, &a);
+    assert_eq!(sim.nodes[0].node.stats().dropped(DropReason::BadBody), 1);
+}

@@ -174,6 +174,9 @@ pub(crate) struct Orgs {
     known: Vec<Org>,
     peers: HashMap<[u8; 32], PeerOrgs>,
     keyreqs: HashMap<([u8; 32], u64), Millis>,
+    /// Key requests answered, per requester and epoch: each answer costs
+    /// an HPKE wrap, so one is made at most every [`KEYREQ_GAP_MS`].
+    answered: HashMap<([u8; 32], u64), Millis>,
     list_pushes: HashMap<[u8; 32], Millis>,
 }
 
@@ -265,6 +268,7 @@ impl Orgs {
             known,
             peers: HashMap::new(),
             keyreqs: HashMap::new(),
+            answered: HashMap::new(),
             list_pushes: HashMap::new(),
         }
     }
@@ -500,6 +504,10 @@ impl Node {
     /// verify its memberships against its own key, push lists it lacks and
     /// our sending keys to new (or restarted) members.
     pub(super) fn on_org_claims(&mut self, t: Millis, v: &Verified<'_>) {
+        if self.orgs.known.is_empty() {
+            // No organisation of ours: nothing to verify, nothing kept.
+            return;
+        }
         let claims = match v.body::<AnnounceOrgs>() {
             Ok(a) => a.orgs,
             Err(_) => Vec::new(),
@@ -865,27 +873,12 @@ impl Node {
     /// Asks `sender` for its key of `epoch` (at most once per
     /// [`KEYREQ_GAP_MS`]).
     fn request_key(&mut self, t: Millis, idx: usize, sender: &VerifyingKey, epoch: u64) {
-        let k = (*sender.as_bytes(), epoch);
-        if self
-            .orgs
-            .keyreqs
-            .get(&k)
-            .is_some_and(|l| t.saturating_sub(*l) < KEYREQ_GAP_MS)
-        {
+        if !gap_passed(&mut self.orgs.keyreqs, (*sender.as_bytes(), epoch), t) {
             return;
-        }
-        if self.orgs.keyreqs.len() >= MAX_KEYREQS {
-            self.orgs
-                .keyreqs
-                .retain(|_, l| t.saturating_sub(*l) < KEYREQ_GAP_MS);
-            if self.orgs.keyreqs.len() >= MAX_KEYREQS {
-                return;
-            }
         }
         let Some(addr) = self.proven_addr(sender) else {
             return;
         };
-        self.orgs.keyreqs.insert(k, t);
         let body = OrgBody::Keyreq {
             org: self.orgs.known[idx].id.clone(),
             epoch,
@@ -955,6 +948,15 @@ impl Node {
                 {
                     return self.drop(t, DropReason::OrgPolicy, &"org key from a non-member");
                 }
+                if self
+                    .orgs
+                    .peers
+                    .get(v.key.as_bytes())
+                    .is_some_and(|p| p.keys.iter().any(|(i, e, _)| *i == idx && *e == epoch))
+                {
+                    // Held already: a copy costs no HPKE open.
+                    return self.drop(t, DropReason::Duplicate, &"org key held already");
+                }
                 let (Ok(enc), Ok(wrapped)) =
                     (BASE64_STANDARD.decode(&enc), BASE64_STANDARD.decode(&key))
                 else {
@@ -1004,6 +1006,11 @@ impl Node {
                         Some(s) if s.epoch == epoch => Some(s.key),
                         _ => m.prev.filter(|(e, _)| *e == epoch).map(|(_, k)| k),
                     });
+                if key.is_some()
+                    && !gap_passed(&mut self.orgs.answered, (*v.key.as_bytes(), epoch), t)
+                {
+                    return self.drop(t, DropReason::PeerRate, &"org key requested again too soon");
+                }
                 match key {
                     Some(k) => {
                         if self.send_key(t, idx, &v.key, epoch, &k)
@@ -1039,6 +1046,9 @@ impl Node {
             .retain(|k, _| VerifyingKey::from_bytes(k).is_ok_and(|k| peers.get(&k).is_some()));
         self.orgs
             .keyreqs
+            .retain(|_, l| t.saturating_sub(*l) < 10 * KEYREQ_GAP_MS);
+        self.orgs
+            .answered
             .retain(|_, l| t.saturating_sub(*l) < 10 * KEYREQ_GAP_MS);
         self.orgs
             .list_pushes
@@ -1136,6 +1146,25 @@ impl Node {
         }
         Some(body)
     }
+}
+
+/// Whether `key` may act again ([`KEYREQ_GAP_MS`] since its last time in
+/// `map`, which holds at most [`MAX_KEYREQS`] keys); records the time.
+fn gap_passed(map: &mut HashMap<([u8; 32], u64), Millis>, key: ([u8; 32], u64), t: Millis) -> bool {
+    if map
+        .get(&key)
+        .is_some_and(|l| t.saturating_sub(*l) < KEYREQ_GAP_MS)
+    {
+        return false;
+    }
+    if map.len() >= MAX_KEYREQS && !map.contains_key(&key) {
+        map.retain(|_, l| t.saturating_sub(*l) < KEYREQ_GAP_MS);
+        if map.len() >= MAX_KEYREQS {
+            return false;
+        }
+    }
+    map.insert(key, t);
+    true
 }
 
 fn org_id_of(k: &[u8; 32]) -> String {
