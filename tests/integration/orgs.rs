@@ -4,7 +4,8 @@
 //! revoked during the test, two not members. A capture in the bridge's
 //! namespace records every frame of the LAN (unicast included, which a
 //! non-member on a switched LAN would not even see) and is searched for
-//! the payloads.
+//! the payloads. The `pigeon org` tool on its own (files only, no
+//! network) is tested here too.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -368,4 +369,130 @@ fn org_reports_reach_current_members_only_and_a_revoked_member_is_locked_out() {
     assert!(row(&ids[1]).ends_with(&org), "{table}");
     assert!(row(&ids[2]).ends_with(" -"), "revoked: {table}");
     assert!(row(&ids[4]).ends_with(" -"), "{table}");
+}
+
+/// Runs `pigeon` with `args`: exit code, stdout, stderr.
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(PIGEON)
+        .args(args)
+        .output()
+        .expect("run pigeon");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The administrator's tool on its own (files only, no network): the
+/// whole life cycle, and clear errors.
+#[test]
+fn pigeon_org_covers_the_life_cycle_with_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (org_key, other_key, member_key, list) =
+        (p("org.key"), p("other.key"), p("m.keys"), p("a.list"));
+    let org = pigeon(&["org", "create", "-org-key", &org_key]);
+    assert!(org.starts_with("12D3KooW"), "{org}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&org_key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(
+        pigeon(&["id", "-key-file", &org_key]),
+        org,
+        "a libp2p key file"
+    );
+    let (code, _, err) = run(&["org", "create", "-org-key", &org_key]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("exists already"), "{err}");
+    pigeon(&["org", "create", "-org-key", &other_key]);
+    pigeon(&["org", "create", "-org-key", &member_key]);
+    let member = pigeon(&["id", "-key-file", &member_key]);
+    let req = pigeon(&["org", "request", "-key-file", &member_key]);
+    let (code, out, _) = run(&["org", "show", "-request", &req]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&member), "{out}");
+    let cred = pigeon(&[
+        "org",
+        "sign",
+        "-org-key",
+        &org_key,
+        "-request",
+        &req,
+        "-expires",
+        "2099-01-01",
+    ]);
+    let (code, out, _) = run(&[
+        "org",
+        "verify",
+        "-credential",
+        &cred,
+        "-org",
+        &org,
+        "-peer",
+        &member,
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("valid until   2099-01-01 00:00:00 UTC"),
+        "{out}"
+    );
+    // Expired, of another organisation, damaged, or missing a flag.
+    let old = pigeon(&[
+        "org",
+        "sign",
+        "-org-key",
+        &org_key,
+        "-request",
+        &req,
+        "-not-before",
+        "2020-01-01",
+        "-expires",
+        "2020-02-01",
+    ]);
+    let (code, out, _) = run(&["org", "verify", "-credential", &old]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("NOT VALID:    expired at 2020-02-01"), "{out}");
+    let other = pigeon(&["id", "-key-file", &other_key]);
+    let (code, out, _) = run(&["org", "verify", "-credential", &cred, "-org", &other]);
+    assert_eq!(code, Some(1), "{out}");
+    let mut damaged = cred.clone().into_bytes();
+    damaged[200] = if damaged[200] == b'A' { b'B' } else { b'A' };
+    let damaged = String::from_utf8(damaged).unwrap();
+    let (code, _, err) = run(&["org", "show", "-credential", &damaged]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("bad signature"), "{err}");
+    let (code, _, err) = run(&["org", "sign", "-org-key", &org_key, "-request", &req]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("org sign: missing flag -expires"), "{err}");
+    let (code, out, _) = run(&["org", "revoke", "-help"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("Usage: p2p4slips org revoke"), "{out}");
+    // Revocation: each revoke adds an entry with the next seq; another
+    // organisation's key cannot extend the list.
+    pigeon(&[
+        "org",
+        "revoke",
+        "-org-key",
+        &org_key,
+        "-list",
+        &list,
+        "-credential",
+        &cred,
+    ]);
+    pigeon(&[
+        "org", "revoke", "-org-key", &org_key, "-list", &list, "-peer", &other, "-until", "30",
+    ]);
+    let (code, out, _) = run(&["org", "verify", "-list", &list, "-org", &org]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("sequence      2"), "{out}");
+    assert!(
+        out.contains(&format!("revoked       peer {other}")),
+        "{out}"
+    );
+    let (code, _, err) = run(&[
+        "org", "revoke", "-org-key", &other_key, "-list", &list, "-serial", "5",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("a list of organisation"), "{err}");
 }
