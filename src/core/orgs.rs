@@ -399,6 +399,8 @@ impl Node {
             &OrgBody::List { list: encoded },
         );
         self.org_revalidate(t);
+        // Members that lost their membership must not get our next key.
+        self.org_rotations(t);
         true
     }
 
