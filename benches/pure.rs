@@ -345,6 +345,7 @@ fn peer_file(n: usize, now_secs: u64) -> PeerFile {
                     at_ms: (now_secs - 60) * 1000,
                 },
                 reported_reliability: Some(0.75),
+                organisations: Vec::new(),
             }
         })
         .collect();
@@ -398,5 +399,93 @@ fn peer_list(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, envelope, validate, handle_datagram, peer_list);
+/// Organisations: what sealing an org message costs on top of the clear
+/// one (bytes and µs), distributing a sending key (HPKE wrap / unwrap,
+/// once per member and epoch) and checking a member's credential (once
+/// per announce that carries a new one).
+fn org(c: &mut Criterion) {
+    use pigeon::org::crypto::{self, MemberSecret, SealedPayload};
+    use pigeon::org::{Credential, MembershipRequest};
+    use rand::SeedableRng as _;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let org = key(200);
+    let sender = key(1);
+    let recipient = MemberSecret::derive(&key(2).to_bytes());
+    let report = report_payload(Ipv4Addr::new(203, 0, 113, 7));
+    let sending_key = [42u8; 32];
+    let (org_pk, sender_pk) = (
+        *org.verifying_key().as_bytes(),
+        *sender.verifying_key().as_bytes(),
+    );
+    let org_id = pigeon::org::org_id(&org.verifying_key());
+    let seal = |rng: &mut rand::rngs::StdRng| {
+        let nonce: [u8; crypto::NONCE_LEN] = rand::RngExt::random(rng);
+        let aad = crypto::message_aad(&org_pk, &sender_pk, 12_345);
+        SealedPayload {
+            org_id: org_id.clone(),
+            epoch: 12_345,
+            nonce,
+            ciphertext: crypto::seal(&sending_key, &nonce, &aad, report.as_bytes()),
+        }
+        .encode()
+    };
+    let sealed = seal(&mut rng);
+    let datagram_len = |payload: &str| {
+        let body = DataBody {
+            id: 1,
+            to: None,
+            to_inst: None,
+            payload: payload.to_owned(),
+        };
+        wire::seal(&sender, NET, stamp(1), Kind::Data, &body)
+            .expect("seal")
+            .len()
+    };
+    eprintln!(
+        "org: report datagram {} bytes in clear, {} bytes sealed (+{}); payload {} -> {} characters",
+        datagram_len(&report),
+        datagram_len(&sealed),
+        datagram_len(&sealed) - datagram_len(&report),
+        report.len(),
+        sealed.len()
+    );
+    let mut g = c.benchmark_group("org");
+    g.bench_function("seal_report", |b| b.iter(|| black_box(seal(&mut rng))));
+    g.bench_function("open_report", |b| {
+        b.iter(|| {
+            let p = SealedPayload::parse(black_box(&sealed)).expect("parse");
+            let aad = crypto::message_aad(&org_pk, &sender_pk, p.epoch);
+            black_box(crypto::open(&sending_key, &p.nonce, &aad, &p.ciphertext).expect("open"))
+        })
+    });
+    let info = crypto::key_info(
+        &org_pk,
+        &sender_pk,
+        12_345,
+        key(2).verifying_key().as_bytes(),
+    );
+    g.bench_function("wrap_sending_key", |b| {
+        b.iter(|| {
+            black_box(crypto::wrap_key(
+                &mut rng,
+                &recipient.public(),
+                &info,
+                &sending_key,
+            ))
+        })
+    });
+    let (enc, wrapped) =
+        crypto::wrap_key(&mut rng, &recipient.public(), &info, &sending_key).expect("wrap");
+    g.bench_function("unwrap_sending_key", |b| {
+        b.iter(|| black_box(recipient.unwrap_key(&enc, &wrapped, &info).expect("unwrap")))
+    });
+    let (req, _) = MembershipRequest::new(&key(2));
+    let cred = Credential::issue(&org, &req, 1, 0, u64::MAX).encode();
+    g.bench_function("credential_decode_verify", |b| {
+        b.iter(|| black_box(Credential::decode(black_box(&cred)).expect("credential")))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, envelope, validate, handle_datagram, peer_list, org);
 criterion_main!(benches);

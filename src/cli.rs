@@ -57,6 +57,9 @@ pub enum Command {
         /// Print JSON instead of the health block and table.
         json: bool,
     },
+    /// `pigeon org …`: the organisation administrator's and member's tool
+    /// (parsed in [`crate::org::cli`]).
+    Org(crate::org::cli::OrgCommand),
 }
 
 /// Flags of a normal run. `None` means "flag absent": the file value or the
@@ -127,8 +130,18 @@ pub enum CliError {
     #[error("bad flag syntax: {0}")]
     BadSyntax(String),
     /// First argument is not a flag and names no known subcommand.
-    #[error("unknown subcommand \"{0}\" (expected \"id\", \"peers\" or \"status\", or flags)")]
+    #[error(
+        "unknown subcommand \"{0}\" (expected \"id\", \"peers\", \"status\" or \"org\", or flags)"
+    )]
     UnknownSubcommand(String),
+    /// A subcommand ran without a flag it needs.
+    #[error("{subcommand}: missing flag -{flag}")]
+    MissingFlag {
+        /// The subcommand being parsed.
+        subcommand: String,
+        /// The flag it needs.
+        flag: String,
+    },
     /// A positional argument after a subcommand's flags.
     #[error("unexpected argument \"{arg}\" for subcommand {subcommand}")]
     UnexpectedArgument {
@@ -148,7 +161,7 @@ const DEFAULT_SOCKET: &str = "pigeon.sock";
 
 /// How a flag takes its value.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     /// Boolean: never consumes the next argument.
     Bool,
     /// Takes a value: `=value` or the next argument.
@@ -156,8 +169,8 @@ enum Kind {
 }
 
 /// One token split into flag name and optional inline value.
-struct FlagToken {
-    name: String,
+pub(crate) struct FlagToken {
+    pub(crate) name: String,
     inline: Option<OsString>,
 }
 
@@ -185,6 +198,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliEr
                 "id" => parse_id(&args[1..]),
                 "peers" => parse_peers(&args[1..]),
                 "status" => parse_status(&args[1..]),
+                "org" => crate::org::cli::parse(&args[1..]).map(Command::Org),
                 _ => Err(CliError::UnknownSubcommand(sub)),
             }
         }
@@ -309,7 +323,7 @@ fn parse_status(args: &[OsString]) -> Result<Command, CliError> {
 /// The flag loop shared by the subcommands: `-h`/`-help` (returns true),
 /// `--`, no positional arguments; every other flag goes to `flag`, which
 /// returns false for a flag it does not know.
-fn parse_subcommand_flags(
+pub(crate) fn parse_subcommand_flags(
     subcommand: &str,
     args: &[OsString],
     mut flag: impl FnMut(&FlagToken, &[OsString], &mut usize) -> Result<bool, CliError>,
@@ -408,7 +422,7 @@ fn os_from_bytes(bytes: &[u8], whole: &OsStr) -> Result<OsString, CliError> {
 
 /// The value of a flag: inline, "true" for a bare boolean, or the next
 /// argument (whatever it looks like, as in Go).
-fn take_value(
+pub(crate) fn take_value(
     tok: &FlagToken,
     kind: Kind,
     args: &[OsString],
@@ -430,7 +444,7 @@ fn take_value(
 }
 
 /// Builds a [`CliError::BadValue`].
-fn bad(flag: &str, value: &OsStr, reason: &str) -> CliError {
+pub(crate) fn bad(flag: &str, value: &OsStr, reason: &str) -> CliError {
     CliError::BadValue {
         flag: flag.to_owned(),
         value: value.to_string_lossy().into_owned(),
@@ -439,14 +453,14 @@ fn bad(flag: &str, value: &OsStr, reason: &str) -> CliError {
 }
 
 /// A value that must be UTF-8 text (names, addresses).
-fn utf8(flag: &str, value: OsString) -> Result<String, CliError> {
+pub(crate) fn utf8(flag: &str, value: OsString) -> Result<String, CliError> {
     value
         .into_string()
         .map_err(|v| bad(flag, &v, "not valid UTF-8"))
 }
 
 /// Go's `strconv.ParseBool` set.
-fn parse_bool(flag: &str, value: &OsStr) -> Result<bool, CliError> {
+pub(crate) fn parse_bool(flag: &str, value: &OsStr) -> Result<bool, CliError> {
     match value.to_str() {
         Some("1" | "t" | "T" | "TRUE" | "true" | "True") => Ok(true),
         Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Ok(false),
@@ -574,6 +588,8 @@ pub fn usage(d: &UsageDefaults<'_>) -> String {
          \x20      p2p4slips status [-socket PATH] [-json]\n\
          \x20                                         ask the running pigeon what it sees (default\n\
          \x20                                         pigeon.sock; PATH may be its directory)\n\
+         \x20      p2p4slips org COMMAND [flags]     organisations: create, request, sign, revoke,\n\
+         \x20                                         show, verify (p2p4slips org -help)\n\
          \n\
          Flags (Go syntax: -name value, -name=value, --name value, --name=value;\n\
          booleans: bare = true, or -name=true|false). Flags override pigeon.toml.\n",

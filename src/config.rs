@@ -47,6 +47,8 @@ pub struct Config {
     pub control: ControlConfig,
     /// `[metrics]`: the Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// `[org]`: organisations we belong to and trust (`crate::org::config`).
+    pub org: crate::org::config::OrgConfig,
 }
 
 /// Where and how datagrams travel.
@@ -867,6 +869,9 @@ impl Config {
         if let Err(reason) = self.metrics.listen_addr() {
             return Err(invalid("metrics.listen", reason));
         }
+        if let Err((key, reason)) = self.org.validate() {
+            return Err(invalid(&key, reason));
+        }
 
         let level = &self.log.level;
         if level.trim().is_empty() {
@@ -952,7 +957,7 @@ mod tests {
     fn reference_file_lists_every_key() {
         let table: toml::Table = toml::from_str(include_str!("../pigeon.toml")).unwrap();
         let sections = schema_fields(None);
-        assert_eq!(sections.len(), 12);
+        assert_eq!(sections.len(), 13);
         let mut total = 0;
         for section in &sections {
             let in_file = table[section.as_str()].as_table().unwrap();
@@ -965,7 +970,7 @@ mod tests {
             }
         }
         // Guards the probe itself (update when adding a field).
-        assert_eq!(total, 58);
+        assert_eq!(total, 63);
     }
 
     #[test]
@@ -983,6 +988,7 @@ mod tests {
             "log",
             "control",
             "metrics",
+            "org",
         ] {
             let text = format!("[{section}]\ntypo_key = 1\n");
             let e = Config::from_toml(&text).unwrap_err();

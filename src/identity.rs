@@ -167,6 +167,13 @@ pub enum IdentityError {
         #[source]
         source: std::io::Error,
     },
+    /// A new key was asked for at a path that exists (`pigeon org create`
+    /// never replaces a key).
+    #[error("key file {}: exists already (never overwritten)", path.display())]
+    Exists {
+        /// The path asked for.
+        path: PathBuf,
+    },
     /// The new key could not be written.
     #[error("key file {}: cannot write: {source}", path.display())]
     Write {
@@ -258,6 +265,19 @@ pub fn read_key_file(path: &Path) -> Result<Identity, IdentityError> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Creates a new key file at `path` (mode 0600) and returns its key; an
+/// error if `path` exists, which is never replaced (`pigeon org create`).
+pub fn create_key_file(path: &Path) -> Result<Identity, IdentityError> {
+    if fs::symlink_metadata(path).is_ok() {
+        return Err(IdentityError::Exists {
+            path: path.to_owned(),
+        });
+    }
+    let id = Identity::generate()?;
+    write_new(path, &id, None)?;
+    Ok(id)
 }
 
 /// `<path>.bak-<unix seconds>`, or with `.1`, `.2`… appended if taken.

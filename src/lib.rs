@@ -21,6 +21,9 @@
 //!   messages for Slips, peer list to save).
 //! * [`config`], [`cli`]: `pigeon.toml` and the Go Pigeon's command line.
 //! * [`identity`]: the key file (libp2p protobuf encoding) and peer ids.
+//! * [`org`]: organisations: credentials, revocation lists, the
+//!   cryptography of confidential org messages, the `pigeon org` command
+//!   line. No IO.
 //! * [`peerstore`]: the persisted peer list (atomic writes).
 //! * [`status`]: what `pigeon status` shows: the report of a running
 //!   pigeon and its rendering. No IO.
@@ -35,6 +38,7 @@ pub mod config;
 pub mod core;
 pub mod identity;
 pub mod io;
+pub mod org;
 pub mod peerstore;
 pub mod runtime;
 pub mod slips;

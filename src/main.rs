@@ -4,6 +4,7 @@
 //! (Slips stops its P2P module on any non-zero exit).
 
 mod ops;
+mod org_ops;
 
 use anyhow::Context as _;
 use pigeon::cli::{self, Command};
@@ -38,6 +39,11 @@ fn main() -> ExitCode {
             json,
         } => ops::print_peers(&peerstore_file, json),
         Command::Status { socket, json } => ops::print_status(&socket, json),
+        Command::Org(c) => match org_ops::run(c) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         Command::Run(args) => return run(&args, &binary_path(&argv0)),
     };
     match result {

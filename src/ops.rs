@@ -50,6 +50,7 @@ pub(crate) fn print_peers(file: &Path, json: bool) -> anyhow::Result<()> {
                 "last_seen": p.last_seen,
                 "last_seen_ago_s": now_s.saturating_sub(p.last_seen),
                 "reliability": (r * 1000.0).round() / 1000.0,
+                "organisations": p.organisations,
                 "state": if now_s.saturating_sub(list.saved_at) < 120
                     && p.last_seen + 120 >= list.saved_at { "recent" } else { "offline" },
             })
@@ -60,17 +61,22 @@ pub(crate) fn print_peers(file: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<54} {:<22} {:>12} {:>11} {:<8}",
+        "{:<54} {:<22} {:>12} {:>11} {:<8} ORGANISATIONS",
         "PEER ID", "LAST ADDRESS", "LAST SEEN", "RELIABILITY", "STATE"
     );
-    for r in &rows {
+    for (r, p) in rows.iter().zip(&list.peers) {
         println!(
-            "{:<54} {:<22} {:>12} {:>11.3} {:<8}",
+            "{:<54} {:<22} {:>12} {:>11.3} {:<8} {}",
             r["peer_id"].as_str().unwrap_or("-"),
             r["address"].as_str().unwrap_or("-"),
             ago(r["last_seen_ago_s"].as_u64().unwrap_or(0)),
             r["reliability"].as_f64().unwrap_or(0.0),
             r["state"].as_str().unwrap_or("-"),
+            if p.organisations.is_empty() {
+                "-".to_owned()
+            } else {
+                p.organisations.join(",")
+            },
         );
     }
     println!(

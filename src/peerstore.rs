@@ -56,6 +56,11 @@ pub struct StoredPeer {
     pub reliability: StoredReliability,
     /// Last reliability told to Slips, if any.
     pub reported_reliability: Option<f64>,
+    /// Organisations whose membership it proved when the list was saved
+    /// (shown by `pigeon peers`; never trusted on load: a membership is
+    /// verified again from its announce).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organisations: Vec<String>,
 }
 
 /// Decayed sums of weighted observations, as of `at_ms`.
@@ -107,6 +112,7 @@ impl StoredPeer {
             last_seen: r.last_seen_ms / 1000,
             reliability: r.reliability.into(),
             reported_reliability: r.reported_reliability,
+            organisations: r.organisations.clone(),
         }
     }
 
@@ -123,6 +129,7 @@ impl StoredPeer {
             last_seen_ms: self.last_seen.saturating_mul(1000),
             reliability: self.reliability.into(),
             reported_reliability: self.reported_reliability,
+            organisations: self.organisations.clone(),
         })
     }
 }
@@ -296,6 +303,7 @@ mod tests {
                     at_ms: 5,
                 },
                 reported_reliability: Some(0.75),
+                organisations: Vec::new(),
             }],
         }
     }
@@ -331,6 +339,7 @@ mod tests {
                     at_ms: 5,
                 },
                 reported_reliability: Some(0.75),
+                organisations: vec!["12D3KooWExampleOrg".to_owned()],
             }],
         };
         let file = PeerFile::from_list(&list);

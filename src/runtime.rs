@@ -7,6 +7,7 @@ use crate::core::{Action, Destination, Millis, Node, NodeParams, Now, PeerList, 
 use crate::identity::{self, Identity, KeyOutcome};
 use crate::io::control::{self, ReportRequest};
 use crate::io::metrics;
+use crate::io::org_lists::ListDir;
 use crate::io::redis_bridge::{self, BridgeHandle, RedisSettings};
 use crate::io::slips_cache::RequestGuard;
 use crate::io::udp::{self, RECV_BUFFER, Sockets, UdpSettings};
@@ -49,6 +50,9 @@ pub enum RunError {
     /// Another pigeon runs in this directory.
     #[error("{0}")]
     Control(control::ControlError),
+    /// A membership credential that is not this pigeon's.
+    #[error("{0}")]
+    Org(String),
 }
 
 /// Wall-clock time in Unix milliseconds.
@@ -93,6 +97,9 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
     let control_socket = bind_control(&config, base_dir).await?;
 
     let identity = load_identity(&config, base_dir)?;
+    // org: our credentials must be of our key (pigeon org request/sign).
+    crate::core::orgs::check_memberships(&config.org, identity.signing_key())
+        .map_err(RunError::Org)?;
     let version_file = slips::version_file(binary).and_then(|p| std::fs::read_to_string(p).ok());
     let mut version = SlipsVersion::new(version_file.as_deref(), &config.slips.version);
     match version.source() {
@@ -184,6 +191,12 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         stored,
         now(),
     );
+    // org: sending keys and nonces from the operating system's generator;
+    // the revocation lists we have.
+    node.reseed_orgs(rand::random());
+    let mut lists = ListDir::new(&config.org.revocation_dir, base_dir);
+    read_lists(&mut node, &mut lists);
+    let mut list_poll = tokio::time::interval(crate::io::org_lists::POLL);
     let saver = PeerSaver::spawn(peer_path);
 
     // Operator view: the control socket and the metrics ask the
@@ -268,6 +281,7 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
                     break StopCause::ParentDied;
                 }
             }
+            _ = list_poll.tick() => read_lists(&mut node, &mut lists),
         }
         carry_out(
             &mut node,
@@ -277,6 +291,7 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
             &version,
             &saver,
             &mut tally,
+            &mut lists,
         );
     };
     for task in operator_tasks {
@@ -297,6 +312,7 @@ pub async fn run(config: Config, binary: &Path, base_dir: &Path) -> Result<(), R
         &version,
         &saver,
         &mut tally,
+        &mut lists,
     );
     // Further signals (Slips and the terminal both send SIGINT) are absorbed
     // by the handlers still installed; finish the goodbye regardless.
@@ -536,6 +552,8 @@ fn build_report(
     }
 }
 
+// One argument per thing an action reaches.
+#[allow(clippy::too_many_arguments)]
 fn carry_out(
     node: &mut Node,
     sockets: &Sockets,
@@ -544,6 +562,7 @@ fn carry_out(
     version: &SlipsVersion,
     saver: &PeerSaver,
     tally: &mut Tally,
+    lists: &mut ListDir,
 ) {
     while let Some(action) = node.poll_action() {
         match action {
@@ -582,6 +601,22 @@ fn carry_out(
                 }
             },
             Action::SavePeers(f) => saver.save(f),
+            Action::SaveOrgList { org, list } => {
+                use base64::Engine as _;
+                lists.save(&org, &base64::prelude::BASE64_STANDARD.encode(list));
+            }
+        }
+    }
+}
+
+/// org: hands the node the revocation lists that are new or changed in
+/// `org.revocation_dir`.
+fn read_lists(node: &mut Node, lists: &mut ListDir) {
+    for (path, text) in lists.changed() {
+        match node.handle_org_list(now(), &text) {
+            Ok(true) => tracing::info!(file = %path.display(), "revocation list installed"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(file = %path.display(), "revocation list ignored: {e}"),
         }
     }
 }

@@ -66,6 +66,7 @@ fn peer_file(n: usize) -> Result<Vec<u8>> {
                     at_ms: (now - 60) * 1000,
                 },
                 reported_reliability: Some(0.75),
+                organisations: Vec::new(),
             }
         })
         .collect();

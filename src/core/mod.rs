@@ -17,6 +17,7 @@
 pub mod bans;
 pub mod delivery;
 pub mod limits;
+pub mod orgs;
 mod paths;
 pub mod peers;
 pub mod reliability;
@@ -210,6 +211,14 @@ pub enum Action {
     ToSlips(ToSlips),
     /// Remember the peer list (the runtime writes it to the peer list file).
     SavePeers(PeerList),
+    /// org: keep a revocation list that is newer than the one we had (in
+    /// `org.revocation_dir`, as `<org id>.list`).
+    SaveOrgList {
+        /// The organisation's id.
+        org: String,
+        /// The list's bytes (the file holds their base64).
+        list: Vec<u8>,
+    },
 }
 
 /// Facts about this run that do not come from the configuration.
@@ -341,6 +350,8 @@ pub struct Node {
     handling_from: Option<ed25519_dalek::VerifyingKey>,
     /// Monotonic time the node was created (uptime in the operator view).
     started_ms: Millis,
+    /// org: memberships, trusted organisations, keys (`core::orgs`).
+    orgs: orgs::Orgs,
 }
 
 impl std::fmt::Debug for Node {
@@ -372,7 +383,13 @@ impl Node {
         };
         let secret: [u8; 32] = rng.random();
         let peer_id = peer_id_of(&key.verifying_key());
+        let orgs = orgs::Orgs::new(
+            &config.org,
+            &key,
+            Self::org_rng_seed(&key, params.rng_seed, params.instance),
+        );
         let mut node = Self {
+            orgs,
             peer_id,
             key,
             seq: 0,
@@ -654,6 +671,7 @@ impl Node {
             Kind::Ack => self.on_ack(t, &verified),
             Kind::Digest => self.on_digest(t, src, &verified),
             Kind::Nack => self.on_nack(t, src, &verified),
+            Kind::Org => self.on_org(t, via, &verified),
             Kind::Challenge | Kind::Response => {}
         }
     }
@@ -676,6 +694,27 @@ impl Node {
                 &format_args!("Slips {:?} about {}, a pigeon's address", p.kind, p.key),
             );
         }
+        // org: what may go only to members is sealed to them (or goes
+        // nowhere); everything else goes in clear.
+        let message = match self.org_outgoing(t, &message, &recipient) {
+            orgs::Outgoing::Clear => message,
+            orgs::Outgoing::Refused(why) => {
+                return self.drop(
+                    t,
+                    DropReason::OrgPolicy,
+                    &format_args!("Slips message not sent: {why}"),
+                );
+            }
+            orgs::Outgoing::Sealed(sealed) => {
+                for m in sealed {
+                    match &recipient {
+                        Recipient::All => self.broadcast(t, m),
+                        Recipient::Peer(peer_id) => self.send_directed(t, m, peer_id.clone()),
+                    }
+                }
+                return;
+            }
+        };
         match recipient {
             Recipient::All => self.broadcast(t, message),
             Recipient::Peer(peer_id) => self.send_directed(t, message, peer_id),
@@ -999,6 +1038,10 @@ impl Node {
             );
         }
         self.send(t, Destination::Unicast(src), Kind::Response, &resp);
+        // org: the challenger is about to know us; our claims follow.
+        if self.org_announce_after_response() {
+            self.schedule_answer(t);
+        }
     }
 
     /// A response: if it echoes our nonce for this key and address, the
@@ -1133,6 +1176,8 @@ impl Node {
             self.schedule_answer(t);
         }
         self.peer_update(t, &v.key, false);
+        // org: memberships claimed in the announce.
+        self.on_org_claims(t, v);
         // An announcement doubles as a digest: it heals what a partition
         // longer than the digest schedule made us miss.
         self.check_broadcasts(t, v, 0, body.last_bcast);
@@ -1155,7 +1200,7 @@ impl Node {
     }
 
     fn on_data(&mut self, t: Millis, via: Via, src: SocketAddrV4, len: usize, v: &Verified<'_>) {
-        let body = match v.body::<DataBody>() {
+        let mut body = match v.body::<DataBody>() {
             Ok(b) if b.is_valid() => b,
             _ => return self.misbehaved(t, v, DropReason::BadBody, "malformed data"),
         };
@@ -1176,6 +1221,20 @@ impl Node {
                     DropReason::OtherInstance,
                     &"directed message for our previous run",
                 );
+            }
+        }
+        // org: a sealed payload is opened first; one we cannot read yet is
+        // neither acknowledged nor marked delivered, so that a copy or a
+        // repair brings it again once we hold the key.
+        let mut sealed_drop = None;
+        if crate::org::crypto::SealedPayload::is_sealed(&body.payload) {
+            match self.org_open(t, &v.key, &body.payload) {
+                orgs::Opened::Plain(p) => body.payload = p,
+                orgs::Opened::NotYet(why) => return self.drop(t, DropReason::OrgNoKey, &why),
+                orgs::Opened::NotForUs => sealed_drop = Some(DropReason::OrgSealed),
+                orgs::Opened::Bad(why) => {
+                    return self.misbehaved(t, v, DropReason::BadPayload, why);
+                }
             }
         }
         let Some(peer) = self.peers.get_mut(&v.key) else {
@@ -1222,6 +1281,9 @@ impl Node {
                 );
             }
         }
+        if let Some(reason) = sealed_drop {
+            return self.drop(t, reason, &"org-sealed message not for us");
+        }
         let valid = match payload::validate(&body.payload) {
             Ok(p) => p,
             Err(e) => return self.misbehaved(t, v, DropReason::BadPayload, &e.to_string()),
@@ -1231,7 +1293,7 @@ impl Node {
                 BlamePolicy::Drop => false,
                 BlamePolicy::All => true,
                 BlamePolicy::Allowlist => self.settings.blame_allowlist.contains(&reporter),
-            };
+            } || self.org_blame_allowed(&v.key);
             if !allowed {
                 return self.drop(
                     t,
@@ -1239,6 +1301,13 @@ impl Node {
                     &format_args!("blame about {} from {reporter} (blame policy)", valid.key),
                 );
             }
+        }
+        if valid.kind == PayloadKind::Request && !self.org_request_allowed(&v.key) {
+            return self.drop(
+                t,
+                DropReason::OrgPolicy,
+                &format_args!("request from {reporter}, not a member (org.accept_requests)"),
+            );
         }
         if !self.take_go_data(t, &v.key, proven) {
             return self.drop(
@@ -1511,6 +1580,22 @@ impl Node {
             last_bcast: self.outbox.last_broadcast(),
             pad: String::new(),
         };
+        // org: our memberships and lists travel in the announce.
+        if let Some(mut body) = self.org_announce_body(t, body.clone()) {
+            if self
+                .padded(
+                    t,
+                    Kind::Announce,
+                    &mut body,
+                    wire::MIN_ANNOUNCE_LEN,
+                    |b, p| b.base.pad = p,
+                )
+                .is_some()
+            {
+                self.send(t, Destination::Multicast, Kind::Announce, &body);
+            }
+            return;
+        }
         if self
             .padded(
                 t,
@@ -1585,6 +1670,7 @@ impl Node {
                 self.peer_update(t, &key, true);
             }
         }
+        self.org_housekeeping(t);
         self.flush_peer_updates(t);
         let d = &self.settings.delivery;
         self.outbox
@@ -1659,10 +1745,13 @@ impl Node {
         if self.bans.is_banned(key.as_bytes(), t) {
             return 0.0;
         }
-        self.peers.get(key).map_or(0.0, |p| {
+        let r = self.peers.get(key).map_or(0.0, |p| {
             p.reliability
                 .value(self.wall(t), &self.settings.reliability)
-        })
+        });
+        // org: a verified member of a trusted organisation is trusted at
+        // least as its organisation.
+        self.org_trust(key).map_or(r, |trust| r.max(trust))
     }
 
     /// Emits the pending `peer_update` of one peer if its gap and the total
@@ -1671,9 +1760,20 @@ impl Node {
         let r = self.reported_value(t, key);
         let prior = self.settings.reliability.prior;
         let timestamp = secs(self.wall(t));
+        // org: the first value of a peer waits (briefly) for its
+        // membership claims, and a verified member's follows its trust.
+        let first_waits = self
+            .peers
+            .get(key)
+            .is_some_and(|p| p.update_pending && p.reported_reliability.is_none())
+            && self.org_hold_update(key, t);
+        let member_trust = self.org_trust(key);
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
+        if first_waits {
+            return;
+        }
         if !peer.update_pending
             || peer
                 .last_update_ms
@@ -1689,9 +1789,9 @@ impl Node {
         // ever stored for it, forever (its trust database reads the oldest
         // row): a key Slips never heard of starts no higher than the prior,
         // however well its first minutes went.
-        let r = match peer.reported_reliability {
-            None => r.min(prior),
-            Some(_) => r,
+        let r = match (peer.reported_reliability, member_trust) {
+            (None, None) => r.min(prior),
+            _ => r,
         };
         peer.update_pending = false;
         peer.last_update_ms = Some(t);
@@ -1726,7 +1826,15 @@ impl Node {
         for p in self.peers.iter_mut() {
             p.persisted_last_seen_ms = p.last_seen_ms;
         }
-        let mut peers: Vec<PeerRecord> = self.peers.iter().map(Peer::to_record).collect();
+        let mut peers: Vec<PeerRecord> = self
+            .peers
+            .iter()
+            .map(|p| PeerRecord {
+                // org: shown by `pigeon peers`.
+                organisations: self.org_ids_of(&p.key),
+                ..p.to_record()
+            })
+            .collect();
         peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
         let saved_at_ms = self.wall(t);
         self.actions
@@ -1748,7 +1856,9 @@ impl Node {
 fn allowed_via(kind: Kind, via: Via) -> bool {
     match kind {
         Kind::Announce | Kind::Goodbye | Kind::Digest => via == Via::Group,
-        Kind::Data => true,
+        // org: lists by multicast or unicast; keys by unicast (checked once
+        // the body is read).
+        Kind::Data | Kind::Org => true,
         Kind::Ack | Kind::Nack | Kind::Challenge | Kind::Response => via == Via::Unicast,
     }
 }
@@ -1773,5 +1883,7 @@ fn wire_reason(e: WireError) -> DropReason {
 mod hostile_tests;
 #[cfg(test)]
 mod lan_attack_tests;
+#[cfg(test)]
+mod org_tests;
 #[cfg(test)]
 mod tests;

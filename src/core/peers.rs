@@ -54,6 +54,10 @@ pub struct PeerRecord {
     pub reliability: ReliabilitySums,
     /// Last reliability told to Slips, if any.
     pub reported_reliability: Option<f64>,
+    /// Ids of the organisations it had proved membership of when the list
+    /// was made, for `pigeon peers`; never trusted when loaded (a peer
+    /// proves its memberships again in its announces).
+    pub organisations: Vec<String>,
 }
 
 /// The peer list at one moment, ordered by peer id.
@@ -218,6 +222,7 @@ impl Peer {
             last_seen_ms: self.last_seen_ms,
             reliability: self.reliability.sums(),
             reported_reliability: self.reported_reliability,
+            organisations: Vec::new(),
         }
     }
 }

@@ -74,6 +74,16 @@ pub enum DropReason {
     SlipsRate,
     /// A new key's announce not challenged: challenges over their budget.
     ChallengeBudget,
+    /// An org-sealed message for an organisation we are not a current
+    /// member of, or from a sender that is not (routine for non-members).
+    OrgSealed,
+    /// An org-sealed message we cannot read yet (sender's key or
+    /// membership not known): not delivered, so it is repaired later.
+    OrgNoKey,
+    /// Refused by an organisation policy (a request from a non-member
+    /// under `accept_requests = "members"`, a Slips message that may go
+    /// only to members and has none to go to, org traffic not for us).
+    OrgPolicy,
 }
 
 impl DropReason {
@@ -113,6 +123,9 @@ impl DropReason {
             Self::ReportsPeer => "reports_peer",
             Self::SlipsRate => "slips_rate",
             Self::ChallengeBudget => "challenge_budget",
+            Self::OrgSealed => "org_sealed",
+            Self::OrgNoKey => "org_no_key",
+            Self::OrgPolicy => "org_policy",
         }
     }
 
@@ -121,7 +134,12 @@ impl DropReason {
     pub fn is_routine(self) -> bool {
         matches!(
             self,
-            Self::Own | Self::Duplicate | Self::NotForUs | Self::BeforeSession | Self::NoSession
+            Self::Own
+                | Self::Duplicate
+                | Self::NotForUs
+                | Self::BeforeSession
+                | Self::NoSession
+                | Self::OrgSealed
         )
     }
 }
@@ -242,7 +260,7 @@ impl DropLog {
 
 impl DropReason {
     /// Every reason, in declaration order (metrics list each, even at 0).
-    pub const ALL: [DropReason; 33] = [
+    pub const ALL: [DropReason; 36] = [
         Self::Oversized,
         Self::BadFraming,
         Self::BadHeader,
@@ -276,6 +294,9 @@ impl DropReason {
         Self::ReportsPeer,
         Self::SlipsRate,
         Self::ChallengeBudget,
+        Self::OrgSealed,
+        Self::OrgNoKey,
+        Self::OrgPolicy,
     ];
 
     /// Index in [`DropReason::ALL`]. Exhaustive, so a new reason does not
@@ -315,12 +336,15 @@ impl DropReason {
             Self::ReportsPeer => 30,
             Self::SlipsRate => 31,
             Self::ChallengeBudget => 32,
+            Self::OrgSealed => 33,
+            Self::OrgNoKey => 34,
+            Self::OrgPolicy => 35,
         }
     }
 }
 
 /// Every datagram kind, in a fixed order (the index of [`KindCounts`]).
-pub const KINDS: [Kind; 8] = [
+pub const KINDS: [Kind; 9] = [
     Kind::Announce,
     Kind::Goodbye,
     Kind::Data,
@@ -329,6 +353,7 @@ pub const KINDS: [Kind; 8] = [
     Kind::Nack,
     Kind::Challenge,
     Kind::Response,
+    Kind::Org,
 ];
 
 /// Lower-case name of a kind, as on the wire.
@@ -342,6 +367,7 @@ pub fn kind_name(kind: Kind) -> &'static str {
         Kind::Nack => "nack",
         Kind::Challenge => "challenge",
         Kind::Response => "response",
+        Kind::Org => "org",
     }
 }
 
@@ -428,7 +454,7 @@ mod operator_tests {
         assert_eq!(c.get(Kind::Ack), 2);
         assert_eq!(c.get(Kind::Nack), 1);
         assert_eq!(c.get(Kind::Data), 0);
-        assert_eq!(KINDS.map(kind_name).len(), 8);
+        assert_eq!(KINDS.map(kind_name).len(), 9);
     }
 }
 

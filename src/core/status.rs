@@ -112,7 +112,8 @@ pub struct PeerStatus {
     pub drops: u64,
     /// Reliability as Slips is told it (0 while banned).
     pub reliability: f64,
-    /// Organisations it proved membership of (none exist yet).
+    /// Organisations it proved membership of (verified credentials of
+    /// organisations we belong to or trust).
     pub organisations: Vec<String>,
 }
 
@@ -181,7 +182,7 @@ impl Node {
                     } else {
                         p.reliability.value(now.wall, &self.settings.reliability)
                     },
-                    organisations: Vec::new(),
+                    organisations: self.org_ids_of(&p.key),
                 }
             })
             .collect();

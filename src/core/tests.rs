@@ -26,6 +26,8 @@ pub(crate) struct SimNode {
     pub(crate) addr: SocketAddrV4,
     pub(crate) inbox: Vec<ToSlips>,
     pub(crate) saved: Option<PeerList>,
+    /// Revocation lists the node asked to keep (org).
+    pub(crate) org_lists: Vec<(String, Vec<u8>)>,
     pub(crate) up: bool,
     /// This host's wall clock minus the LAN's true time (a stepped or
     /// skewed system clock); its monotonic clock is always the true time.
@@ -93,6 +95,7 @@ impl Sim {
                 addr: addr_of(i),
                 inbox: Vec::new(),
                 saved: None,
+                org_lists: Vec::new(),
                 up: true,
                 wall_skew: 0,
             })
@@ -194,6 +197,7 @@ impl Sim {
                 }
                 Action::ToSlips(m) => self.nodes[i].inbox.push(m),
                 Action::SavePeers(f) => self.nodes[i].saved = Some(f),
+                Action::SaveOrgList { org, list } => self.nodes[i].org_lists.push((org, list)),
             }
         }
     }

@@ -3,6 +3,7 @@
 pub mod control;
 pub mod logging;
 pub mod metrics;
+pub mod org_lists;
 pub mod redis_bridge;
 pub mod slips_cache;
 pub mod udp;

@@ -96,6 +96,10 @@ pub enum Kind {
     /// The signed echo of a challenge: proves the key listens at the
     /// address, and opens a session (unicast, to the challenge's source).
     Response,
+    /// Organisation traffic: revocation lists, members' sending keys and
+    /// requests for them (`docs/PROTOCOL.md` §10; body in `core::orgs`).
+    /// Pigeons without organisation support drop it unverified.
+    Org,
 }
 
 /// Body of an `announce`.

@@ -537,6 +537,15 @@ impl Lab {
         LAB_REDIS_URL.to_owned()
     }
 
+    /// Runs `f` on a thread inside the bridge's namespace (`NAME-br`),
+    /// where every frame between the hosts passes: a capture made there
+    /// sees the whole LAN, unicast included.
+    pub fn run_in_bridge<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}-br", self.name);
+        let ns = File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+        run_in_netns(&ns, f)
+    }
+
     fn open_netns(&self, i: usize) -> File {
         let path = format!("/run/netns/{}", self.netns(i));
         File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"))

@@ -38,6 +38,7 @@ fn peer_list(n: usize, generation: u64) -> PeerFile {
                     at_ms: generation * 1000,
                 },
                 reported_reliability: Some(0.5),
+                organisations: Vec::new(),
             }
         })
         .collect();

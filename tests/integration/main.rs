@@ -12,6 +12,7 @@ mod files;
 mod lab;
 mod loss;
 mod operator;
+mod orgs;
 mod real_slips;
 mod redis_bridge;
 mod request_guard;
