@@ -591,8 +591,12 @@ struct AttackLan {
 impl AttackLan {
     fn up() -> Self {
         let lab = Lab::up(3);
-        let h1 = Victim::start(&lab, 1, PORTS[0]);
-        let h2 = Victim::start(&lab, 2, PORTS[1]);
+        // Both victims start at once, as two Slips on a LAN would.
+        let (h1, h2) = thread::scope(|s| {
+            let h2 = s.spawn(|| Victim::start(&lab, 2, PORTS[1]));
+            let h1 = Victim::start(&lab, 1, PORTS[0]);
+            (h1, h2.join().unwrap())
+        });
         let att = Attacker::new(&lab);
         wait_until(HANG_LIMIT, "h1 and h2 to meet", || {
             h2.last_update(&h1.peer_id).is_some() && h1.last_update(&h2.peer_id).is_some()
