@@ -5,7 +5,7 @@ use crate::slips::Recipient;
 use base64::Engine as _;
 use base64::prelude::BASE64_STANDARD;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::Ipv4Addr;
 
 pub(crate) const T0: Millis = 1_800_000_000_000;
@@ -962,5 +962,150 @@ fn first_reliability_told_to_slips_is_at_most_the_prior() {
             firsts.iter().all(|r| *r <= cfg.reliability.prior),
             "node {i}: {firsts:?}"
         );
+    }
+}
+
+/// A stream longer than the broadcast retention (350 reports, one every
+/// 50 ms, within the `go_data` budget of a peer; 256 retained) at 30 %
+/// loss, with duplication and reordering: no report reaches Slips twice,
+/// and at least 99 % arrive.
+#[test]
+fn stream_longer_than_the_retention_at_30_percent_loss_arrives_exactly_once() {
+    let mut sim = Sim::new(4, &config());
+    sim.faults = Faults {
+        loss: 0.30,
+        duplicate: 0.1,
+        delay_ms: (0, 20),
+    };
+    sim.run_for(10_000);
+    let (once, expected, dups) = broadcast_delivery(&mut sim, 350, 50);
+    assert_eq!(dups, 0);
+    assert!(
+        once as f64 >= 0.99 * expected as f64,
+        "{once}/{expected} delivered"
+    );
+}
+
+/// When each of `payloads` first reached node `i`'s Slips, noted while the
+/// LAN runs until `until`, step by step.
+fn run_noting_arrivals(
+    sim: &mut Sim,
+    until: Millis,
+    payloads: &[String],
+    arrivals: &mut HashMap<(usize, String), Millis>,
+) {
+    while sim.now < until {
+        sim.run_for(100.min(until - sim.now));
+        for i in 0..sim.nodes.len() {
+            for (_, m) in sim.go_data(i) {
+                if payloads.contains(&m) {
+                    arrivals.entry((i, m)).or_insert(sim.now);
+                }
+            }
+        }
+    }
+}
+
+/// The long partition of `tests/integration/loss.rs` (its figure run
+/// `long_partition_figures`) on the simulated LAN: node 3 cut off for
+/// 60 s; node 0 reports once a second for the first 45 s, then falls
+/// quiet, so its digests are over before the heal and only its
+/// announcements can tell node 3 what it missed; node 3 reports every 2 s
+/// throughout. Nothing crosses the cut. After the heal node 3's fresh
+/// report reaches the others and a directed message reaches node 3 within
+/// one announce interval, and every report of the cut reaches the other
+/// side exactly once, each within its retention.
+#[test]
+fn long_partition_heals_both_ways_exactly_once() {
+    let cfg = config();
+    let cut = 3;
+    let mut sim = Sim::new(4, &cfg);
+    sim.run_for(5_000);
+    sim.cut.insert(cut);
+    // (payload, publish time), per origin
+    let mut from0: Vec<(String, Millis)> = Vec::new();
+    let mut from_cut: Vec<(String, Millis)> = Vec::new();
+    for k in 0..60u32 {
+        if k < 45 {
+            let p = payload("report", &format!("10.3.0.{}", k + 1));
+            sim.nodes[0]
+                .node
+                .handle_slips(Now::same(sim.now), p.clone(), Recipient::All);
+            from0.push((p, sim.now));
+        }
+        if k % 2 == 0 {
+            let p = payload("report", &format!("10.4.0.{}", k + 1));
+            sim.nodes[cut]
+                .node
+                .handle_slips(Now::same(sim.now), p.clone(), Recipient::All);
+            from_cut.push((p, sim.now));
+        }
+        sim.run_for(1_000);
+    }
+    let count =
+        |sim: &Sim, i: usize, p: &str| sim.go_data(i).iter().filter(|(_, m)| m == p).count();
+    for (p, _) in &from0 {
+        assert_eq!(count(&sim, cut, p), 0, "crossed the cut: {p}");
+        for i in 1..cut {
+            assert_eq!(count(&sim, i, p), 1, "node {i} during the cut: {p}");
+        }
+    }
+    for (p, _) in &from_cut {
+        for i in 0..cut {
+            assert_eq!(count(&sim, i, p), 0, "crossed the cut: {p}");
+        }
+    }
+
+    sim.cut.clear();
+    let healed = sim.now;
+    let fresh = payload("report", "10.4.3.231");
+    sim.nodes[cut]
+        .node
+        .handle_slips(Now::same(sim.now), fresh.clone(), Recipient::All);
+    let answer = payload("report", "10.5.0.1");
+    let to = sim.peer_id(cut);
+    sim.nodes[0]
+        .node
+        .handle_slips(Now::same(sim.now), answer.clone(), Recipient::Peer(to));
+    let watched: Vec<String> = from0
+        .iter()
+        .chain(&from_cut)
+        .map(|(p, _)| p.clone())
+        .chain([fresh.clone(), answer.clone()])
+        .collect();
+    let mut arrivals = HashMap::new();
+    let retention = cfg.delivery.retain_broadcast_ms;
+    let last_of_the_cut = from0.iter().chain(&from_cut).map(|(_, t)| *t).max();
+    let until = last_of_the_cut.unwrap_or(healed) + retention;
+    run_noting_arrivals(&mut sim, until, &watched, &mut arrivals);
+
+    let interval = cfg.discovery.announce_interval_ms * 6 / 5 + 1_000;
+    for i in 0..cut {
+        let at = arrivals.get(&(i, fresh.clone()));
+        assert!(
+            at.is_some_and(|t| t - healed <= interval),
+            "node {i}: the healed node's fresh report at {at:?}, healed at {healed}"
+        );
+    }
+    let at = arrivals.get(&(cut, answer.clone()));
+    assert!(
+        at.is_some_and(|t| t - healed <= interval),
+        "the directed message to the healed node at {at:?}, healed at {healed}"
+    );
+    for (receivers, sent) in [(cut..cut + 1, &from0), (0..cut, &from_cut)] {
+        for i in receivers {
+            for (p, published) in sent {
+                let at = arrivals.get(&(i, p.clone()));
+                assert!(
+                    at.is_some_and(|t| t - published <= retention),
+                    "node {i}: {p} (published at {published}) arrived at {at:?}"
+                );
+            }
+        }
+    }
+    for i in 0..4 {
+        for p in &watched {
+            assert!(count(&sim, i, p) <= 1, "node {i} got {p} twice");
+        }
     }
 }

@@ -22,10 +22,14 @@
 //! and after the traffic; the pigeons' own totals (the `stopped` line they
 //! log at SIGINT) are printed next to it.
 //!
-//! Figures are printed (`-- --nocapture`) and recorded in
-//! docs/BENCHMARKS.md, "Lossy LAN". The long figure run is
-//! `lossy_lan_figures` (ignored by default). With `LOSS_KEEP_LOGS=DIR` every
-//! pigeon's p2p.log is copied to `DIR/<lab>-h<i>.log` when it stops.
+//! The tests here keep to what needs real datagrams, kernels and
+//! processes (10 % loss, a 5 s cut) and judge outcomes only, never how
+//! soon; heavy loss, long streams and a long partition are proven on the
+//! simulated LAN (`src/core/tests.rs`). Figures are printed (`--
+//! --nocapture`) and recorded in docs/BENCHMARKS.md, "Lossy LAN"; the
+//! figure runs are `lossy_lan_figures` and `long_partition_figures`
+//! (ignored by default). With `LOSS_KEEP_LOGS=DIR` every pigeon's p2p.log
+//! is copied to `DIR/<lab>-h<i>.log` when it stops.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -33,7 +37,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use testkit::lab::{Lab, LabChild, SlipsTree};
 use testkit::slips::{GoData as Got, SlipsSide, pygo_scroll, report_b64};
 use testkit::{GOPY, PYGO, SLIPS_VERSION};
@@ -52,26 +56,39 @@ const PACE: Duration = Duration::from_millis(30);
 /// Directed answers per run, and their spacing.
 const ANSWERS: usize = 100;
 const ANSWER_PACE: Duration = Duration::from_millis(50);
-/// The sender's digests follow its latest broadcast at 0.3, 0.9, 2.1, 4.5
-/// and 9.3 s; a nack and its repair take a few milliseconds more.
+/// The figure runs wait this long after the latest broadcast for the
+/// repairs, then count: the sender's digests follow its latest broadcast
+/// at 0.3, 0.9, 2.1, 4.5 and 9.3 s; a nack and its repair take a few
+/// milliseconds more.
 const REPAIR_LIMIT: Duration = Duration::from_secs(12);
-/// Slips waits 2 s for answers to a request.
+/// Slips waits 2 s for answers to a request (the figures count answers
+/// later than this; the tests judge outcomes only).
 const SLIPS_WAIT: Duration = Duration::from_secs(2);
-/// One announce interval: 30 s + 20 % jitter, plus 1 s of scheduling slack.
+/// One announce interval: 30 s + 20 % jitter, plus 1 s of scheduling
+/// slack (the long partition's figures).
 const ANNOUNCE_LIMIT: Duration = Duration::from_secs(37);
-/// Broadcasts are retained for repair this long (`delivery.retain_broadcast_ms`).
+/// Broadcasts are retained for repair this long (`delivery.retain_broadcast_ms`):
+/// what the protocol promises to make good arrives within it, so the
+/// tests wait for a broadcast this long at most.
 const RETENTION: Duration = Duration::from_secs(120);
-/// Length of the partition, and how long host 1 keeps reporting during
-/// it (its digests end 9.3 s after its last report, before the heal).
+/// Length of the long partition (figures), and how long host 1 keeps
+/// reporting during it (its digests end 9.3 s after its last report,
+/// before the heal).
 const CUT_FOR: Duration = Duration::from_secs(60);
-const HOST1_TALKS_FOR: usize = 45;
-/// Start-up: `multiAddress`, and discovery of every peer by every pigeon.
-const START_LIMIT: Duration = Duration::from_secs(5);
-const DISCOVERY_LIMIT: Duration = Duration::from_secs(10);
+const HOST1_TALKS_FOR: u64 = 45;
+/// Length of the partition of the test, a report a second from each side
+/// meanwhile: short enough that the senders' digests are still running
+/// at the heal.
+const SHORT_CUT_FOR: Duration = Duration::from_secs(5);
+/// Bound of every wait for what happens at once on a healthy LAN
+/// (start-up, discovery, a directed message, a shutdown): only a hang
+/// reaches it, however busy the machine.
+const HANG_LIMIT: Duration = Duration::from_secs(30);
 /// "Nothing else arrives" (late duplicates) is checked for this long.
 const QUIET: Duration = Duration::from_secs(1);
-/// A pigeon's shutdown must fit in this.
-const EXIT_LIMIT: Duration = Duration::from_secs(5);
+/// The seed of the choice of responders (`LOSS_SEED` overrides it, for
+/// figure runs with other choices); printed with the figures.
+const SEED: u64 = 0x5EED_0F0A_1155;
 
 // ------------------------------------------------------------------ the LAN
 
@@ -186,7 +203,7 @@ impl Net {
             net.hosts[i - 1].pigeon = Some(child);
         }
         for i in 1..=n {
-            let value = net.wait(START_LIMIT, &format!("multiAddress in host {i}"), |net| {
+            let value = net.wait(HANG_LIMIT, &format!("multiAddress in host {i}"), |net| {
                 let v: Option<String> = redis::cmd("GET")
                     .arg("multiAddress")
                     .query(&mut net.hosts[i - 1].redis)
@@ -202,7 +219,7 @@ impl Net {
             for b in (1..=n).filter(|&b| b != a) {
                 let id = net.h(b).peer_id.clone();
                 net.wait(
-                    DISCOVERY_LIMIT,
+                    HANG_LIMIT,
                     &format!("a peer_update about host {b} at host {a}"),
                     |net| net.h(a).slips.knows(&id).then_some(()),
                 );
@@ -245,7 +262,7 @@ impl Net {
 
     fn wait_numsub(&mut self, i: usize, channel: &str) {
         self.wait(
-            START_LIMIT,
+            HANG_LIMIT,
             &format!("a subscriber on {channel} in host {i}"),
             |net| {
                 let (_, n): (String, i64) = redis::cmd("PUBSUB")
@@ -296,7 +313,7 @@ impl Net {
         for i in 1..=n {
             for j in (1..=n).filter(|&j| j != i) {
                 let ip = self.lab.host_ip(j).to_string();
-                self.wait(START_LIMIT, &format!("host {i} resolving {ip}"), |net| {
+                self.wait(HANG_LIMIT, &format!("host {i} resolving {ip}"), |net| {
                     let out = net
                         .lab
                         .exec(i, Command::new("ip").args(["neigh", "show", &ip]))
@@ -372,7 +389,7 @@ impl Net {
             let status = self.hosts[k]
                 .pigeon
                 .as_mut()
-                .and_then(|p| p.wait_timeout(EXIT_LIMIT));
+                .and_then(|p| p.wait_timeout(HANG_LIMIT));
             assert!(
                 status.is_some_and(|s| s.success()),
                 "pigeon of host {} did not exit cleanly: {status:?}\n{}",
@@ -442,12 +459,13 @@ impl Net {
 struct Rng(u64);
 
 impl Rng {
-    fn from_clock() -> Rng {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        Rng(u64::from(nanos) | 1)
+    /// [`SEED`], or `LOSS_SEED` when set.
+    fn seeded() -> Rng {
+        let seed = std::env::var("LOSS_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(SEED);
+        Rng(seed | 1)
     }
 
     fn below(&mut self, n: u64) -> u64 {
@@ -585,9 +603,10 @@ fn report(net: u8, k: usize) -> (String, String) {
 }
 
 /// `reports` broadcasts from host [`SENDER`], one every `pace`, at `loss` %
-/// link loss toward every host; waits for the repair schedule (bounded),
-/// then counts what every receiver's Slips got.
-fn broadcast_run(loss: u8, reports: usize, pace: Duration) -> Figures {
+/// link loss toward every host; waits until every receiver's Slips has
+/// every report, or `wait_for` after the last one, then counts what every
+/// receiver's Slips got.
+fn broadcast_run(loss: u8, reports: usize, pace: Duration, wait_for: Duration) -> Figures {
     let mut net = Net::up(HOSTS);
     let ids = net.ids();
     net.set_loss(loss);
@@ -604,8 +623,8 @@ fn broadcast_run(loss: u8, reports: usize, pace: Duration) -> Figures {
     }
     let last = Instant::now();
     let receivers: Vec<usize> = (1..=HOSTS).filter(|&i| i != SENDER).collect();
-    // Until everything arrived or the repair schedule is over.
-    while last.elapsed() < REPAIR_LIMIT {
+    // Until everything arrived or `wait_for` is over.
+    while last.elapsed() < wait_for {
         net.assert_valid();
         let complete = receivers
             .iter()
@@ -658,14 +677,16 @@ fn broadcast_run(loss: u8, reports: usize, pace: Duration) -> Figures {
     f
 }
 
-/// `answers` directed reports from random hosts to host 1, one every
-/// `pace`, at `loss` % link loss toward every host.
-fn answers_run(loss: u8, answers: usize, pace: Duration) -> Figures {
+/// `answers` directed reports from random hosts to host 1 (random from
+/// the seed printed with the figures), one every `pace`, at `loss` % link
+/// loss toward every host; waits until the asker's Slips has every answer,
+/// or `wait_for` after the last one.
+fn answers_run(loss: u8, answers: usize, pace: Duration, wait_for: Duration) -> Figures {
     let asker = 1;
     let mut net = Net::up(HOSTS);
     let ids = net.ids();
     net.set_loss(loss);
-    let mut rng = Rng::from_clock();
+    let mut rng = Rng::seeded();
     let seed = rng.0;
     let before = net.traffic();
     let mut sent: HashMap<String, (String, Instant)> = HashMap::new();
@@ -682,8 +703,8 @@ fn answers_run(loss: u8, answers: usize, pace: Duration) -> Figures {
         sent.insert(b64, (ids[responder - 1].clone(), at));
     }
     let last = Instant::now();
-    // Retransmissions stop 1.5 s after the publish.
-    while last.elapsed() < SLIPS_WAIT + QUIET {
+    // Retransmissions stop 1.5 s after the publish (of the sender's time).
+    while last.elapsed() < wait_for {
         net.assert_valid();
         if tally(asker, &net.h(asker).slips.go_data(), &sent).len() == answers {
             break;
@@ -760,68 +781,58 @@ fn answers_run(loss: u8, answers: usize, pace: Duration) -> Figures {
     f
 }
 
-fn assert_broadcast_goal(f: &Figures, min_pct: f64) {
-    assert_eq!(f.duplicates, 0, "duplicates reached Slips: {f:?}");
-    assert!(
-        f.once_pct() >= min_pct,
-        "{}/{} deliveries exactly once ({:.2} %), the goal is {min_pct} %: {f:?}",
-        f.exactly_once,
-        f.expected,
-        f.once_pct()
-    );
-}
-
 // ------------------------------------------------------------------ tests
+//
+// On the namespace LAN only what needs the real thing: nft dropping real
+// datagrams, the kernel's multicast and unicast, real processes with their
+// own timers. The protocol's logic under heavy loss, long streams and long
+// partitions is proven on the simulated LAN (`src/core/tests.rs`), seeded,
+// in milliseconds; the figure runs below measure it here.
 
-/// The baseline: no loss, every report exactly once, and the delivery
-/// time and overhead of the protocol itself.
-#[test]
-fn broadcasts_without_loss_arrive_exactly_once() {
-    let f = broadcast_run(0, REPORTS, PACE);
-    assert_eq!(f.duplicates, 0, "{f:?}");
-    assert_eq!(f.exactly_once, f.expected, "{f:?}");
-}
-
-/// The issue's goal at 10 % loss on every link: ≥ 99.9 % of 200 reports
-/// reach every peer's Slips exactly once.
+/// 10 % loss on every link (nft, real datagrams): every one of 200
+/// reports reaches every peer's Slips exactly once. The run waits for the
+/// repairs as long as the broadcasts are retained, so only an outcome is
+/// judged, not how soon it came.
 #[test]
 fn broadcasts_at_10_percent_loss_arrive_exactly_once() {
-    let f = broadcast_run(10, REPORTS, PACE);
-    assert_broadcast_goal(&f, 99.9);
-}
-
-/// The issue's goal at 30 % loss on every link: ≥ 99 %.
-#[test]
-fn broadcasts_at_30_percent_loss_arrive_exactly_once() {
-    let f = broadcast_run(30, REPORTS, PACE);
-    assert_broadcast_goal(&f, 99.0);
-}
-
-/// Slips' answers under 30 % loss: all 100 arrive exactly once, each
-/// within the 2 s Slips waits, and only at the asker.
-#[test]
-fn answers_at_30_percent_loss_arrive_once_within_slips_wait() {
-    let f = answers_run(30, ANSWERS, ANSWER_PACE);
-    assert_eq!(f.duplicates, 0, "{f:?}");
+    let f = broadcast_run(10, REPORTS, PACE, RETENTION);
+    assert_eq!(f.duplicates, 0, "duplicates reached Slips: {f:?}");
     assert_eq!(
-        (f.exactly_once, f.late),
-        (f.expected, 0),
-        "answers lost or later than {SLIPS_WAIT:?}: {f:?}"
+        f.exactly_once, f.expected,
+        "deliveries missing after the retention: {f:?}"
     );
 }
 
-/// A host cut off for 60 s while Slips keeps talking, then healed: within
-/// one announce interval the peers exchange messages again, and what was
-/// broadcast during the cut reaches the other side exactly once, each
-/// report within its 120 s retention.
-///
-/// Host 1 reports once a second for the first 45 s of the cut, then falls
-/// quiet, so its digests are over before the heal and only its
-/// announcements can tell the healed host what it missed. The cut host
-/// reports every 2 s throughout, and once more after the heal (its
-/// digests then tell the others).
+/// Slips' answers under 10 % loss on every link, acknowledged and
+/// retransmitted over real sockets: all 100 arrive exactly once, and only
+/// at the asker. (How soon, and 30 % loss, are the figure run's and the
+/// simulated LAN's.)
 #[test]
-fn partitioned_host_catches_up_after_healing() {
+fn answers_at_10_percent_loss_arrive_exactly_once_only_at_the_asker() {
+    let f = answers_run(10, ANSWERS, ANSWER_PACE, HANG_LIMIT);
+    assert_eq!(f.duplicates, 0, "{f:?}");
+    assert_eq!(f.exactly_once, f.expected, "answers lost: {f:?}");
+}
+
+/// A partition of the LAN and its heal.
+struct Partition {
+    /// How long host [`HOSTS`] is cut off.
+    cut_for: Duration,
+    /// Host 1 reports once a second for this many of the cut's seconds.
+    host1_talks_for: u64,
+    /// The cut host reports every this many seconds of the cut.
+    cut_host_every: u64,
+    /// Bound of the waits for the healed host's first report at the
+    /// others, and for a directed message to it, after the heal.
+    heard_within: Duration,
+}
+
+/// A host cut off (`lab.sh cut`) while Slips keeps talking, then healed:
+/// nothing crosses the cut; after the heal the healed host's fresh report
+/// and a directed message to it arrive within `heard_within`, and what was
+/// broadcast during the cut reaches the other side exactly once, each
+/// report within its 120 s retention. Prints when each arrived.
+fn partition_run(p: &Partition) {
     let cut = HOSTS;
     let mut net = Net::up(HOSTS);
     let ids = net.ids();
@@ -830,32 +841,33 @@ fn partitioned_host_catches_up_after_healing() {
     let mut from_cut: HashMap<String, (String, Instant)> = HashMap::new();
     net.lab.cut(cut);
     let t_cut = Instant::now();
-    for k in 0..CUT_FOR.as_secs() {
+    for k in 0..p.cut_for.as_secs() {
         let due = t_cut + Duration::from_secs(k);
         thread::sleep(due.saturating_duration_since(Instant::now()));
-        let k = usize::try_from(k).unwrap();
-        if k < HOST1_TALKS_FOR {
-            let (_, b64) = report(3, k);
+        if k < p.host1_talks_for {
+            let (_, b64) = report(3, usize::try_from(k).unwrap());
             let at = net.publish(1, &pygo_scroll(&b64, "*", SLIPS_VERSION));
             from1.insert(b64, (ids[0].clone(), at));
         }
-        if k % 2 == 0 {
-            let (_, b64) = report(4, k);
+        if k % p.cut_host_every == 0 {
+            let (_, b64) = report(4, usize::try_from(k).unwrap());
             let at = net.publish(cut, &pygo_scroll(&b64, "*", SLIPS_VERSION));
             from_cut.insert(b64, (ids[cut - 1].clone(), at));
         }
     }
-    thread::sleep((t_cut + CUT_FOR).saturating_duration_since(Instant::now()));
-    // The cut was real: nothing crossed it, while the others talked.
+    thread::sleep((t_cut + p.cut_for).saturating_duration_since(Instant::now()));
+    // The others talked...
+    for i in 2..cut {
+        net.wait(
+            HANG_LIMIT,
+            &format!("host 1's cut-time reports at host {i}"),
+            |net| (tally(i, &net.h(i).slips.go_data(), &from1).len() == from1.len()).then_some(()),
+        );
+    }
+    // ...and the cut was real: nothing crossed it.
     assert!(tally(cut, &net.h(cut).slips.go_data(), &from1).is_empty());
     for i in 1..cut {
         assert!(tally(i, &net.h(i).slips.go_data(), &from_cut).is_empty());
-    }
-    for i in 2..cut {
-        assert_eq!(
-            tally(i, &net.h(i).slips.go_data(), &from1).len(),
-            from1.len()
-        );
     }
 
     net.lab.heal(cut);
@@ -866,7 +878,7 @@ fn partitioned_host_catches_up_after_healing() {
     let fresh_map = HashMap::from([(fresh, (ids[cut - 1].clone(), at))]);
     for i in 1..cut {
         net.wait(
-            ANNOUNCE_LIMIT,
+            p.heard_within,
             &format!("the healed host's fresh report at host {i}"),
             |net| (tally(i, &net.h(i).slips.go_data(), &fresh_map).len() == 1).then_some(()),
         );
@@ -877,7 +889,7 @@ fn partitioned_host_catches_up_after_healing() {
     let at = net.publish(1, &pygo_scroll(&answer, &ids[cut - 1], SLIPS_VERSION));
     let answer_map = HashMap::from([(answer, (ids[0].clone(), at))]);
     net.wait(
-        ANNOUNCE_LIMIT.saturating_sub(t_heal.elapsed()),
+        p.heard_within.saturating_sub(t_heal.elapsed()),
         "a directed message to the healed host",
         |net| (tally(cut, &net.h(cut).slips.go_data(), &answer_map).len() == 1).then_some(()),
     );
@@ -932,9 +944,9 @@ fn partitioned_host_catches_up_after_healing() {
          after healing: the healed host's fresh report heard in {} ms, a directed message to it \
          delivered in {} ms, host 1's cut-time reports all at the healed host after {} ms, the \
          healed host's at the others after {} ms; pigeons: {}",
-        CUT_FOR.as_secs(),
+        p.cut_for.as_secs(),
         from1.len(),
-        HOST1_TALKS_FOR,
+        p.host1_talks_for,
         from_cut.len(),
         heard_after.as_millis(),
         answered_after.as_millis(),
@@ -942,6 +954,40 @@ fn partitioned_host_catches_up_after_healing() {
         repaired_at_others.as_millis(),
         Stopped::summary(&stopped)
     );
+}
+
+/// A host cut off for 5 s by nft while both sides keep reporting, then
+/// healed: the healed host is heard again and reached by a directed
+/// message, and every report of the cut reaches the other side exactly
+/// once (the senders' digests, still running at the heal, make them good).
+#[test]
+fn partitioned_host_catches_up_after_healing() {
+    partition_run(&Partition {
+        cut_for: SHORT_CUT_FOR,
+        host1_talks_for: SHORT_CUT_FOR.as_secs(),
+        cut_host_every: 1,
+        heard_within: HANG_LIMIT,
+    });
+}
+
+/// The figure run of docs/BENCHMARKS.md, "Partition": host 4 cut off for
+/// 60 s. Host 1 reports once a second for the first 45 s of the cut, then
+/// falls quiet, so its digests are over before the heal and only its
+/// announcements can tell the healed host what it missed. The cut host
+/// reports every 2 s throughout, and once more after the heal (its digests
+/// then tell the others). Judges, besides what the test does, that the
+/// healed host is heard and reached within one announce interval. The
+/// same scenario runs on the simulated LAN as
+/// `core::tests::long_partition_heals_both_ways_exactly_once`.
+#[test]
+#[ignore = "figure run, ~2.5 min: cargo test --test integration long_partition_figures -- --ignored --nocapture"]
+fn long_partition_figures() {
+    partition_run(&Partition {
+        cut_for: CUT_FOR,
+        host1_talks_for: HOST1_TALKS_FOR,
+        cut_host_every: 2,
+        heard_within: ANNOUNCE_LIMIT,
+    });
 }
 
 /// The figure run for docs/BENCHMARKS.md: broadcasts (`LOSSY_LAN_REPORTS`,
@@ -962,10 +1008,10 @@ fn lossy_lan_figures() {
     let pace = Duration::from_millis(env("LOSSY_LAN_PACE_MS", 30) as u64);
     let mut rows = Vec::new();
     for loss in [0, 10, 30] {
-        rows.push(broadcast_run(loss, reports, pace));
+        rows.push(broadcast_run(loss, reports, pace, REPAIR_LIMIT));
     }
     for loss in [0, 10, 30] {
-        rows.push(answers_run(loss, answers, ANSWER_PACE));
+        rows.push(answers_run(loss, answers, ANSWER_PACE, SLIPS_WAIT + QUIET));
     }
     println!("\n=== lossy LAN figures ===");
     for f in &rows {

@@ -294,6 +294,11 @@ fn guard_agrees_with_the_real_slips_code() {
         return;
     };
     if Command::new("python3").arg("--version").output().is_err() {
+        // With the Slips tree there, CI (scripts/test.sh) has python3 too.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "guard_agrees_with_the_real_slips_code: python3 not found"
+        );
         eprintln!("SKIPPED guard_agrees_with_the_real_slips_code: python3 not found");
         return;
     }
