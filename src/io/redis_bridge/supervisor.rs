@@ -178,6 +178,28 @@ struct Established {
     peer: String,
 }
 
+/// A client for the first reachable address of `target`, with its
+/// database, user and password, speaking `protocol`; and that address,
+/// for logs.
+async fn client_for(
+    target: &RedisTarget,
+    password: Option<&str>,
+    protocol: ProtocolVersion,
+) -> Result<(redis::Client, String), LinkError> {
+    let (addr, peer) = reachable_addr(&target.endpoint).await?;
+    let mut redis_info = RedisConnectionInfo::default()
+        .set_db(target.db)
+        .set_protocol(protocol);
+    if let Some(user) = &target.username {
+        redis_info = redis_info.set_username(user);
+    }
+    if let Some(password) = password {
+        redis_info = redis_info.set_password(password);
+    }
+    let info = addr.into_connection_info()?.set_redis_settings(redis_info);
+    Ok((redis::Client::open(info)?, peer))
+}
+
 /// A plain (non-pub/sub) connection to `target`, trying every resolved
 /// address as the bridge does; for other readers of Slips' Redis (the
 /// request guard's cache reads). The error text never holds the password.
@@ -186,16 +208,7 @@ pub(crate) async fn plain_connection(
     password: Option<&str>,
 ) -> Result<redis::aio::MultiplexedConnection, String> {
     let open = async {
-        let (addr, _) = reachable_addr(&target.endpoint).await?;
-        let mut redis_info = RedisConnectionInfo::default().set_db(target.db);
-        if let Some(user) = &target.username {
-            redis_info = redis_info.set_username(user);
-        }
-        if let Some(password) = password {
-            redis_info = redis_info.set_password(password);
-        }
-        let info = addr.into_connection_info()?.set_redis_settings(redis_info);
-        let client = redis::Client::open(info)?;
+        let (client, _) = client_for(target, password, ProtocolVersion::RESP2).await?;
         bounded("connect", client.get_multiplexed_async_connection()).await
     };
     open.await.map_err(|e: LinkError| e.to_string())
@@ -207,18 +220,7 @@ async fn establish(
     password: Option<&str>,
     channel_pygo: &str,
 ) -> Result<Established, LinkError> {
-    let (addr, peer) = reachable_addr(&target.endpoint).await?;
-    let mut redis_info = RedisConnectionInfo::default()
-        .set_db(target.db)
-        .set_protocol(ProtocolVersion::RESP3);
-    if let Some(user) = &target.username {
-        redis_info = redis_info.set_username(user);
-    }
-    if let Some(password) = password {
-        redis_info = redis_info.set_password(password);
-    }
-    let info = addr.into_connection_info()?.set_redis_settings(redis_info);
-    let client = redis::Client::open(info)?;
+    let (client, peer) = client_for(target, password, ProtocolVersion::RESP3).await?;
     // One plain handshake first: the manager retries a failed handshake
     // (wrong password, server still loading) for many seconds before
     // reporting it; this reports it at once.
