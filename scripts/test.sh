@@ -18,6 +18,17 @@
 
 set -euo pipefail
 
+# A shell started in the background without job control (`cmd &` in a
+# script, nohup) hands SIGINT and SIGQUIT to its children ignored, and bash
+# cannot undo that (bash(1), SIGNALS: "Signals ignored upon entry to the
+# shell cannot be trapped or reset"). The tests stop the processes they
+# start with SIGINT, as Slips stops the Pigeon: start again with the
+# default handling (coreutils env(1) --default-signal, 8.31 and later).
+if [ -z "${PIGEON_TEST_SIGNALS_RESET:-}" ] && env --default-signal=INT true 2>/dev/null; then
+    export PIGEON_TEST_SIGNALS_RESET=1
+    exec env --default-signal=INT,QUIT bash "$0" "$@"
+fi
+
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 TEST_TIMEOUT_MIN=${TEST_TIMEOUT_MIN:-40}
