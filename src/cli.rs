@@ -275,49 +275,49 @@ fn parse_id(args: &[OsString]) -> Result<Command, CliError> {
 
 /// Parses `peers [-peerstore-file F] [-json]`.
 fn parse_peers(args: &[OsString]) -> Result<Command, CliError> {
-    let mut peerstore_file = PathBuf::from(DEFAULT_PEERS_FILE);
-    let mut json = false;
-    let help = parse_subcommand_flags("peers", args, |tok, args, i| match tok.name.as_str() {
-        "json" => {
-            json = parse_bool("json", &take_value(tok, Kind::Bool, args, i)?)?;
-            Ok(true)
-        }
-        "peerstore-file" => {
-            peerstore_file = PathBuf::from(take_value(tok, Kind::Value, args, i)?);
-            Ok(true)
-        }
-        _ => Ok(false),
-    })?;
-    Ok(if help {
-        Command::Help
-    } else {
-        Command::Peers {
-            peerstore_file,
-            json,
-        }
-    })
+    Ok(
+        match parse_path_and_json("peers", "peerstore-file", DEFAULT_PEERS_FILE, args)? {
+            None => Command::Help,
+            Some((peerstore_file, json)) => Command::Peers {
+                peerstore_file,
+                json,
+            },
+        },
+    )
 }
 
 /// Parses `status [-socket PATH] [-json]`.
 fn parse_status(args: &[OsString]) -> Result<Command, CliError> {
-    let mut socket = PathBuf::from(DEFAULT_SOCKET);
+    Ok(
+        match parse_path_and_json("status", "socket", DEFAULT_SOCKET, args)? {
+            None => Command::Help,
+            Some((socket, json)) => Command::Status { socket, json },
+        },
+    )
+}
+
+/// The flags of a subcommand that reads one path (`-PATH_FLAG`, else
+/// `default`) and prints text or `-json`: `None` when help was asked for.
+fn parse_path_and_json(
+    sub: &str,
+    path_flag: &str,
+    default: &str,
+    args: &[OsString],
+) -> Result<Option<(PathBuf, bool)>, CliError> {
+    let mut path = PathBuf::from(default);
     let mut json = false;
-    let help = parse_subcommand_flags("status", args, |tok, args, i| match tok.name.as_str() {
-        "json" => {
+    let help = parse_subcommand_flags(sub, args, |tok, args, i| {
+        if tok.name == "json" {
             json = parse_bool("json", &take_value(tok, Kind::Bool, args, i)?)?;
             Ok(true)
-        }
-        "socket" => {
-            socket = PathBuf::from(take_value(tok, Kind::Value, args, i)?);
+        } else if tok.name == path_flag {
+            path = PathBuf::from(take_value(tok, Kind::Value, args, i)?);
             Ok(true)
+        } else {
+            Ok(false)
         }
-        _ => Ok(false),
     })?;
-    Ok(if help {
-        Command::Help
-    } else {
-        Command::Status { socket, json }
-    })
+    Ok((!help).then_some((path, json)))
 }
 
 /// The flag loop shared by the subcommands: `-h`/`-help` (returns true),
