@@ -1109,3 +1109,19 @@ fn long_partition_heals_both_ways_exactly_once() {
         }
     }
 }
+
+/// Fifty pigeons started together on a lossless LAN all prove each other
+/// within one announce interval of the defaults: the protocol's
+/// first-contact budgets (challenges, responses, answering a new key's
+/// announce) do not limit discovery at this size. (The lab benchmark of
+/// docs/BENCHMARKS.md §4 does not complete at 50 real pigeons; this test
+/// places that outside the protocol logic.)
+#[test]
+fn fifty_peers_started_together_all_prove_each_other() {
+    let n = 50;
+    let mut sim = Sim::new(n, &config());
+    sim.run_for(5_000);
+    for i in 0..n {
+        assert_eq!(sim.active_peers(i), n - 1, "node {i}");
+    }
+}
