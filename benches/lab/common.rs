@@ -75,7 +75,7 @@ pub(crate) fn pct(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Distribution of a sample, in milliseconds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Dist {
     pub(crate) n: usize,
     pub(crate) p50: f64,
