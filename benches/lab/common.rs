@@ -86,7 +86,12 @@ pub(crate) struct Dist {
 }
 
 impl Dist {
+    /// An empty sample is all zeros with `n` = 0: JSON has no NaN, and a
+    /// result must read back (summary, plot).
     pub(crate) fn of(values: &[f64]) -> Dist {
+        if values.is_empty() {
+            return Dist::default();
+        }
         let mut v = values.to_vec();
         v.sort_by(f64::total_cmp);
         let mean = if v.is_empty() {

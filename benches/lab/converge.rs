@@ -33,6 +33,12 @@ pub(crate) struct ConvergeRound {
     /// others (its log's `peer active (address proven)` lines).
     #[serde(default)]
     pub(crate) proven_per_pigeon: Dist,
+    /// Peers proven per pigeon by the end of the round: the least and
+    /// the mean (N−1 when all proved all).
+    #[serde(default)]
+    pub(crate) proven_min: usize,
+    #[serde(default)]
+    pub(crate) proven_mean: f64,
     /// Least time (ms) the `peer_update` budget lets N−1 updates take:
     /// the burst goes at once, the rest at the total rate.
     #[serde(default)]
@@ -70,9 +76,9 @@ fn log_time_ns(line: &str) -> Option<u64> {
     Some(s * 1_000_000_000 + ns)
 }
 
-/// When (ns since the epoch) a pigeon's log shows `want` distinct peers
-/// proven, if it does.
-fn all_proven_at(log: &str, want: usize) -> Option<u64> {
+/// How many distinct peers a pigeon's log shows proven, and when (ns
+/// since the epoch) it reached `want` of them, if it did.
+fn all_proven_at(log: &str, want: usize) -> (usize, Option<u64>) {
     let mut seen = std::collections::HashSet::new();
     for line in log
         .lines()
@@ -84,12 +90,11 @@ fn all_proven_at(log: &str, want: usize) -> Option<u64> {
         else {
             continue;
         };
-        seen.insert(peer.to_owned());
-        if seen.len() >= want {
-            return log_time_ns(line);
+        if seen.insert(peer.to_owned()) && seen.len() == want {
+            return (want, log_time_ns(line));
         }
     }
-    None
+    (seen.len(), None)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -181,11 +186,18 @@ pub(crate) fn run(args: &Args) -> Result<ConvergeResult> {
             .filter_map(|t| stopped_count(&t.read_log(), "received="))
             .map(|x| x as f64)
             .collect();
-        let samples_proven: Vec<f64> = trees
+        let proofs: Vec<(usize, Option<u64>)> = trees
             .iter()
-            .filter_map(|t| all_proven_at(&t.read_log(), n - 1))
+            .map(|t| all_proven_at(&t.read_log(), n - 1))
+            .collect();
+        let samples_proven: Vec<f64> = proofs
+            .iter()
+            .filter_map(|p| p.1)
             .map(|ts| ts.saturating_sub(at) as f64 / 1e6)
             .collect();
+        let proven_min = proofs.iter().map(|p| p.0).min().unwrap_or(0);
+        let proven_mean =
+            proofs.iter().map(|p| p.0 as f64).sum::<f64>() / proofs.len().max(1) as f64;
         let mut samples = Vec::new();
         let mut spread: f64 = 0.0;
         for h in 1..=n {
@@ -214,14 +226,19 @@ pub(crate) fn run(args: &Args) -> Result<ConvergeResult> {
             start_spread_ms: spread,
             samples,
             proven: samples_proven.len(),
+            proven_min,
+            proven_mean,
             proven_per_pigeon: Dist::of(&samples_proven),
             budget_floor_ms,
             samples_proven,
         };
         eprintln!(
-            "lab-bench: convergence N = {n}: {}/{n} proved all, last after {:.0} ms (median {:.0} ms); \
+            "lab-bench: convergence N = {n}: {}/{n} proved all (least {}, mean {:.1} of {}), last after {:.0} ms (median {:.0} ms); \
              {}/{n} Slips knew all, last after {:.0} ms (median {:.0} ms; budget floor {:.0} ms); starts within {:.1} ms",
             round.proven,
+            round.proven_min,
+            round.proven_mean,
+            n - 1,
             round.proven_per_pigeon.max,
             round.proven_per_pigeon.p50,
             round.converged,

@@ -70,6 +70,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
                     "last pigeon",
                     c.rounds
                         .iter()
+                        .filter(|r| r.proven_per_pigeon.n > 0)
                         .map(|r| (r.n as f64, r.proven_per_pigeon.max / 1000.0))
                         .collect(),
                 ),
@@ -77,6 +78,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
                     "median pigeon",
                     c.rounds
                         .iter()
+                        .filter(|r| r.proven_per_pigeon.n > 0)
                         .map(|r| (r.n as f64, r.proven_per_pigeon.p50 / 1000.0))
                         .collect(),
                 ),
