@@ -13,7 +13,7 @@
 # simulated LANs of network namespaces with scripts/lab.sh (each host runs
 # its own redis-server), start real pigeons in them, and remove everything
 # at the end, also on Ctrl-C or failure. No socket is opened in this
-# machine's own network namespace. They take about 10 minutes (the idle
+# machine's own network namespace. They take about 15 minutes (the idle
 # traffic count alone needs 6). Needs redis-server, redis-tools, nftables,
 # iproute2 and, for the plots' text, fonts-dejavu-core.
 #

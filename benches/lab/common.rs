@@ -75,7 +75,7 @@ pub(crate) fn pct(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Distribution of a sample, in milliseconds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Dist {
     pub(crate) n: usize,
     pub(crate) p50: f64,
@@ -86,7 +86,12 @@ pub(crate) struct Dist {
 }
 
 impl Dist {
+    /// An empty sample is all zeros with `n` = 0: JSON has no NaN, and a
+    /// result must read back (summary, plot).
     pub(crate) fn of(values: &[f64]) -> Dist {
+        if values.is_empty() {
+            return Dist::default();
+        }
         let mut v = values.to_vec();
         v.sort_by(f64::total_cmp);
         let mean = if v.is_empty() {

@@ -16,6 +16,10 @@ use testkit::lab::Lab;
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct FanoutRound {
     pub(crate) n: usize,
+    /// The gap between requests in this round (ms): `--gap-ms`, or longer
+    /// so that N answers per request stay under `--answers-per-s`.
+    #[serde(default)]
+    pub(crate) gap_ms: u64,
     /// CPU time (ms) that the lab's processes (pigeons, Slips stand-ins,
     /// Redis servers) spent per request, copies and digests included: all
     /// N+1 hosts share this machine's cores.
@@ -36,10 +40,17 @@ pub(crate) struct FanoutResult {
     pub(crate) rounds: Vec<FanoutRound>,
 }
 
+/// Answers per second reaching the asker's Slips: below the total budget
+/// of 50 `go_data` per second toward Slips (PROTOCOL.md §6.1; each
+/// responder sends one answer per request, far below its own 10/s), so no
+/// answer is dropped as `slips_rate` however many requests a round makes.
+const ANSWERS_PER_S: u64 = 40;
+
 pub(crate) fn run(args: &Args) -> Result<FanoutResult> {
     let ns = args.list_or("fan-n", "n", &[10, 25, 50])?;
     let requests: u32 = args.num("requests", 100)?;
     let gap: u64 = args.num("gap-ms", 500)?;
+    let answers_per_s: u64 = args.num("answers-per-s", ANSWERS_PER_S)?.max(1);
     let load_before = loadavg();
     let max = ns.iter().copied().max().unwrap_or(1);
     let lab = Lab::up(max + 1);
@@ -54,6 +65,7 @@ pub(crate) fn run(args: &Args) -> Result<FanoutResult> {
     }
     let mut rounds = Vec::new();
     for &n in &ns {
+        let gap = gap.max((n as u64 * 1000).div_ceil(answers_per_s));
         eprintln!("lab-bench: fan-out, N = {n}: {requests} requests, {gap} ms apart");
         let work = WorkDir::new(&format!("fanout-{n}"), args.keep())?;
         for h in 1..=n + 1 {
@@ -143,6 +155,7 @@ pub(crate) fn run(args: &Args) -> Result<FanoutResult> {
         }
         let round = FanoutRound {
             n,
+            gap_ms: gap,
             cpu_ms_per_request,
             requests: first.len(),
             incomplete,

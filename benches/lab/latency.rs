@@ -64,10 +64,18 @@ fn join(sent: &[(char, u32, u64)], recv: &[(char, u32, u64)], k: char) -> (Vec<f
     (lat, lost)
 }
 
+/// Messages per phase: 300 at the pace below is ~35 s a phase.
+const COUNT: u32 = 300;
+/// One message every 110 ms (~9/s) in both phases: below the budget of
+/// 10 `go_data` per second per peer toward Slips (PROTOCOL.md §6.1), so the
+/// receiver's bucket never empties and nothing is dropped as `slips_rate`
+/// whatever the count.
+const PACE_MS: f64 = 110.0;
+
 pub(crate) fn run(args: &Args) -> Result<LatencyResult> {
-    let count: u32 = args.num("count", 1000)?;
-    let pace_d: f64 = args.num("pace-directed-ms", 10.0)?;
-    let pace_b: f64 = args.num("pace-broadcast-ms", 40.0)?;
+    let count: u32 = args.num("count", COUNT)?;
+    let pace_d: f64 = args.num("pace-directed-ms", PACE_MS)?;
+    let pace_b: f64 = args.num("pace-broadcast-ms", PACE_MS)?;
     let load_before = loadavg();
     let work = WorkDir::new("latency", args.keep())?;
     let lab = Lab::up(2);

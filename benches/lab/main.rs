@@ -42,13 +42,16 @@ const USAGE: &str = "\
 usage: cargo bench --bench lab -- COMMAND [OPTIONS]    (as root; see scripts/bench.sh)
 
 commands (orchestrator; each creates and removes its own lab with scripts/lab.sh):
-  latency  [--count 1000] [--pace-directed-ms 10] [--pace-broadcast-ms 40]
+  latency  [--count 300] [--pace-directed-ms 110] [--pace-broadcast-ms 110]
            Slips publish on host A -> go_data on host B, next to a floor
            (Redis hop + UDP datagram + Redis hop)
-  fanout   [--n 10,25,50] [--requests 100] [--gap-ms 500]
+  fanout   [--n 10,25,50] [--requests 100] [--gap-ms 500] [--answers-per-s 40]
            one request to N responders, time until all N answers are back
+           (requests at least N / answers-per-s apart: the asker's budget)
   converge [--n 10,25,50,100]
-           N pigeons started together, time until every Slips knows all others
+           N pigeons started together, time until every pigeon has proven
+           all others, and until every Slips knows all (bounded by the
+           peer_update budget: 20 at once, then 2/s)
   idle     [--peers 1000] [--idle-s 60] [--warmup-s 60] [--count-s 300] [--idle-hosts 5]
            RSS and CPU of an idle pigeon that knows 1000 peers; datagrams per
            minute of idle pigeons (nft counters on the lab bridge)

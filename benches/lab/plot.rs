@@ -62,7 +62,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         let cpu_label = format!("CPU time of all pigeons / {cores} cores");
         plot_lines(
             &dir.join("convergence.png"),
-            "Discovery: N pigeons started together, until every Slips knows all",
+            "Discovery: N pigeons started together, until every pigeon has proven all",
             "pigeons N",
             "seconds",
             &[
@@ -70,14 +70,16 @@ pub(crate) fn run(args: &Args) -> Result<()> {
                     "last pigeon",
                     c.rounds
                         .iter()
-                        .map(|r| (r.n as f64, r.per_pigeon.max / 1000.0))
+                        .filter(|r| r.proven_per_pigeon.n > 0)
+                        .map(|r| (r.n as f64, r.proven_per_pigeon.max / 1000.0))
                         .collect(),
                 ),
                 (
                     "median pigeon",
                     c.rounds
                         .iter()
-                        .map(|r| (r.n as f64, r.per_pigeon.p50 / 1000.0))
+                        .filter(|r| r.proven_per_pigeon.n > 0)
+                        .map(|r| (r.n as f64, r.proven_per_pigeon.p50 / 1000.0))
                         .collect(),
                 ),
                 (

@@ -106,13 +106,14 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     if let Some(f) = load::<FanoutResult>(args, "fanout")? {
         println!("\n## Fan-out ({}, load before {})\n", f.date, f.load_before);
         println!(
-            "| N | requests | incomplete | all answers p50 ms | p90 ms | p99 ms | max ms | first answer p50 ms | CPU ms per request |\n|---|---|---|---|---|---|---|---|---|"
+            "| N | requests, gap ms | incomplete | all answers p50 ms | p90 ms | p99 ms | max ms | first answer p50 ms | CPU ms per request |\n|---|---|---|---|---|---|---|---|---|"
         );
         for r in &f.rounds {
             println!(
-                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
+                "| {} | {}, {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
                 r.n,
                 r.requests,
+                r.gap_ms,
                 r.incomplete,
                 r.all.p50,
                 r.all.p90,
@@ -129,16 +130,21 @@ pub(crate) fn run(args: &Args) -> Result<()> {
             c.date, c.load_before
         );
         println!(
-            "| N | converged | all converged after ms | median pigeon ms | start spread ms | pigeons' CPU s / wall s | machine busy | datagrams received per pigeon |\n|---|---|---|---|---|---|---|---|"
+            "| N | all proven | all proven after ms | median pigeon ms | Slips knew all | after ms | median Slips ms | budget floor ms | start spread ms | pigeons' CPU s / wall s | machine busy | datagrams received per pigeon |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for r in &c.rounds {
             println!(
-                "| {} | {}/{} | {:.0} | {:.0} | {:.1} | {:.1} / {:.1} | {:.0} % | {:.0} |",
+                "| {} | {}/{} | {:.0} | {:.0} | {}/{} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} / {:.1} | {:.0} % | {:.0} |",
                 r.n,
+                r.proven,
+                r.n,
+                r.proven_per_pigeon.max,
+                r.proven_per_pigeon.p50,
                 r.converged,
                 r.n,
                 r.per_pigeon.max,
                 r.per_pigeon.p50,
+                r.budget_floor_ms,
                 r.start_spread_ms,
                 r.pigeon_cpu_s,
                 r.wall_s,
